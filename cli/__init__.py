@@ -1,0 +1,1 @@
+"""nodenet.cli: the `nodenet` command."""

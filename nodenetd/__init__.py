@@ -1,0 +1,1 @@
+"""nodenet.daemon: the Trio daemon that drives `nodenet.protocol` on real sockets and LMDB."""

@@ -1,0 +1,1 @@
+"""nodenet.simulations: a discrete-event simulator that runs the real `nodenet.protocol` code."""
