@@ -155,9 +155,16 @@ def _blob(value: object, name: str, *, max_len: int, exact: bool = False) -> byt
 def _text(value: object, name: str, *, max_len: int) -> str:
     if not isinstance(value, str):
         raise LocalProtocolError(f"{name} must be a string, got {type(value).__name__}")
-    if len(value.encode("utf-8", "surrogatepass")) > max_len:
+    if len(_utf8(value, name)) > max_len:
         raise LocalProtocolError(f"{name} is longer than {max_len} bytes")
     return value
+
+
+def _utf8(value: str, name: str) -> bytes:
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError(f"{name} is not valid Unicode text ({exc.reason})") from exc
 
 
 def _node(value: object, name: str) -> NodeId:
@@ -191,6 +198,8 @@ def _check_tags(value: object, name: str) -> Tags:
         key, val = pair
         if not isinstance(key, str) or not isinstance(val, str) or not key:
             raise LocalProtocolError(f"{name}: keys and values are strings, keys non-empty")
+        _utf8(key, f"{name} key")
+        _utf8(val, f"{name} value")
         if previous is not None and key <= previous:
             raise LocalProtocolError(f"{name} must be sorted by key without duplicates")
         previous = key
