@@ -52,6 +52,7 @@ from nodenet.protocol.messages import Message, Verify, decode_message, encode_me
 
 __all__ = [
     "FRAME_HEADER",
+    "MAX_ENVELOPE_OVERHEAD",
     "PROTOCOL_MAJOR",
     "PROTOCOL_MINOR",
     "Envelope",
@@ -59,11 +60,25 @@ __all__ = [
     "Received",
     "WireCodec",
     "WireLimits",
+    "sealed_size",
 ]
 
 PROTOCOL_MAJOR = 1
 PROTOCOL_MINOR = 0
 FRAME_HEADER = struct.Struct(">I")
+MAX_ENVELOPE_OVERHEAD = (
+    1  # array header of the body (5 fields)
+    + 1  # major (positive fixint)
+    + 2  # minor (uint8)
+    + 2
+    + 32  # sender (bin8)
+    + 9  # sent_at_ms (uint64)
+    + 3  # message list header (array16)
+    + SIGNATURE_LEN
+    + SEAL_OVERHEAD
+)
+"""Upper bound on what a sealed envelope adds to its encoded messages (155 bytes); the
+membership core budgets piggybacked gossip with it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -257,6 +272,14 @@ class WireCodec:
             skipped=skipped,
         )
         return Received(envelope, key, len(packet))
+
+
+def sealed_size(message_sizes: Sequence[int], now_ms: int) -> int:
+    """Exact size of the sealed envelope holding messages of these encoded sizes (lets the
+    simulator account bytes without signing and sealing)."""
+    count = len(message_sizes)
+    header = 1 + 1 + 1 + 34 + len(msgpack.packb(now_ms)) + len(_array_header(count))
+    return header + sum(message_sizes) + SIGNATURE_LEN + SEAL_OVERHEAD
 
 
 def _array_header(count: int) -> bytes:

@@ -1,0 +1,759 @@
+"""SWIM + Lifeguard membership as a sans-IO state machine (memberlist's `state.go`).
+
+Theory of operation
+-------------------
+The core never touches a socket or a clock. A driver (the daemon, the simulator, a test)
+feeds it inputs and carries out what it asks for:
+
+* inputs: `receive(now, sender, address, message)` for each decoded message of a datagram,
+  `handle_timer(now)` whenever `get_timer()` is reached, `exchange_done(now, id, reply)`
+  when a TCP exchange the core asked for finishes (reply None if it failed),
+  `answer_exchange(now, sender, request)` when a peer opens one with us, and the API calls
+  `join`, `leave`, `set_tags`;
+* outputs: `outputs()` drains `Datagram`s to send and `Exchange`s (TCP request/reply) to
+  run; `events()` drains `MemberEvent`s. After any input the driver re-reads `get_timer()`.
+
+Every `probe_interval` (× local health) we probe the next member of a shuffled ring: a
+PING, and after `probe_timeout` (× local health) PING_REQs through `indirect_checks` other
+members (which answer NACK if they cannot reach it either) plus a PING over TCP. No ACK by
+the end of the interval: we suspect the member. A suspicion becomes DEAD when its Lifeguard
+timer (shrinking with independent confirmations) runs out, unless the member refutes by
+announcing ALIVE with a higher incarnation. Updates are queued in a transmit-limited
+broadcast queue and piggybacked on every datagram, and gossip rounds push them to a few
+random members; push-pull exchanges full state over TCP now and then, and reconnect
+attempts to dead members and seeds merge healed partitions. How claims change a member is
+the table in `members.py`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import nacl.signing
+
+from nodenet.protocol.awareness import Awareness
+from nodenet.protocol.broadcast_queue import BroadcastQueue
+from nodenet.protocol.config import PROFILES, MembershipConfig, push_pull_interval
+from nodenet.protocol.config import suspicion_timeout as min_suspicion_timeout
+from nodenet.protocol.errors import LocalProtocolError
+from nodenet.protocol.identity import NodeId, node_id_of
+from nodenet.protocol.members import EventKind, Member, MemberEvent, MemberInfo, MemberStatus
+from nodenet.protocol.messages import (
+    Ack,
+    Address,
+    Alive,
+    Claim,
+    Dead,
+    Error,
+    Leave,
+    MemberState,
+    Message,
+    Nack,
+    Ping,
+    PingReq,
+    PushPull,
+    Suspect,
+    Tags,
+    encode_message,
+    make_tags,
+)
+from nodenet.protocol.suspicion import Suspicion
+from nodenet.protocol.wire import MAX_ENVELOPE_OVERHEAD
+
+__all__ = ["Datagram", "Exchange", "Membership", "MembershipStats", "Output"]
+
+PUSH_PULL_CHUNK = 256  # members per PUSH_PULL message: ~200 KB, well inside a 1 MiB frame
+_LIVE = (MemberStatus.ALIVE, MemberStatus.SUSPECT)
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    """Send `messages` in one datagram to `address`."""
+
+    address: Address
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """Open TCP to `address`, send `request`, read the reply; report it to `exchange_done`.
+
+    The driver must report every exchange exactly once, with None on failure, and give up
+    at `deadline` (the core's clock).
+    """
+
+    id: int
+    address: Address
+    request: tuple[Message, ...]
+    deadline: float
+
+
+Output = Datagram | Exchange
+
+
+@dataclass(slots=True)
+class MembershipStats:
+    """Counters since start (the daemon exports them as Prometheus metrics)."""
+
+    probes: int = 0
+    probe_acks: int = 0
+    probe_failures: int = 0
+    indirect_probes: int = 0
+    nacks_received: int = 0
+    tcp_fallback_acks: int = 0
+    """Probes answered only over TCP: UDP is being lost or blocked somewhere."""
+    suspicions: int = 0
+    confirmations: int = 0
+    refutations: int = 0
+    deaths_declared: int = 0
+    push_pulls: int = 0
+    push_pull_failures: int = 0
+    reconnect_attempts: int = 0
+    gossip_datagrams: int = 0
+
+
+@dataclass(slots=True)
+class _Probe:
+    member: NodeId
+    address: Address
+    seq: int
+    started: float
+    expected_nacks: int = 0
+    nacks: int = 0
+    acked: bool = False
+
+
+@dataclass(slots=True)
+class _Relay:
+    requester: Address
+    requester_seq: int
+    want_nack: bool
+
+
+@dataclass(slots=True)
+class _PendingExchange:
+    kind: str  # "probe", "push_pull"
+    seq: int = 0
+
+
+@dataclass(order=True, slots=True)
+class _Timer:
+    when: float
+    order: int
+    action: Callable[[float], None] = field(compare=False)
+
+
+class Membership:
+    """One node's view of the cluster and the protocol that keeps it true."""
+
+    def __init__(
+        self,
+        *,
+        key: nacl.signing.SigningKey,
+        address: Address,
+        now: float,
+        rng: random.Random,
+        config: MembershipConfig | None = None,
+        tags: Mapping[str, str] | Tags = (),
+        incarnation: int = 0,
+        seeds: Sequence[Address] = (),
+        max_datagram_size: int = 1400,
+    ) -> None:
+        self._key = key
+        self.node_id = node_id_of(key)
+        self.config = config or PROFILES["lan"]
+        self._rng = rng
+        self._address = address
+        self._tags = make_tags(tags) if isinstance(tags, Mapping) else tags
+        self._incarnation = incarnation
+        self._alive = Alive.create(key, incarnation=incarnation, address=address, tags=self._tags)
+        self._seeds = tuple(seeds)
+        self._datagram_budget = max_datagram_size - MAX_ENVELOPE_OVERHEAD
+        self._members: dict[NodeId, Member] = {}
+        self._ring: list[NodeId] = []
+        self._ring_index = 0
+        self._awareness = Awareness(self.config.awareness_max_multiplier)
+        self._broadcasts = BroadcastQueue(
+            retransmit_mult=self.config.retransmit_mult, max_items=self.config.max_broadcasts
+        )
+        self._timers: list[_Timer] = []
+        self._timer_order = itertools.count()
+        self._outputs: list[Output] = []
+        self._events: list[MemberEvent] = []
+        self._seq = rng.randrange(2**32)
+        self._exchange_ids = itertools.count(1)
+        self._probe: _Probe | None = None
+        self._relays: dict[int, _Relay] = {}
+        self._exchanges: dict[int, _PendingExchange] = {}
+        self._leaving = False
+        self.stats = MembershipStats()
+        # Stagger the periodic tasks so a cluster started at once does not tick in step.
+        c = self.config
+        self._at(now + rng.uniform(0, c.probe_interval_s), self._tick_probe)
+        self._at(now + rng.uniform(0, c.gossip_interval_s), self._tick_gossip)
+        self._at(now + rng.uniform(0, c.push_pull_interval_s), self._tick_push_pull)
+        self._at(now + rng.uniform(0, c.reconnect_interval_s), self._tick_reconnect)
+
+    # --- queries ------------------------------------------------------------------------
+
+    @property
+    def incarnation(self) -> int:
+        """Our current incarnation number (persist it: a restart must start above it)."""
+        return self._incarnation
+
+    @property
+    def awareness(self) -> int:
+        """Lifeguard local health score: 0 is healthy, higher means we are probably slow."""
+        return self._awareness.score
+
+    @property
+    def leaving(self) -> bool:
+        """Whether `leave` was called."""
+        return self._leaving
+
+    def self_info(self, now: float) -> MemberInfo:
+        """Our own entry as others see it."""
+        return MemberInfo(
+            node=self.node_id,
+            address=self._address,
+            tags=self._tags,
+            status=MemberStatus.LEFT if self._leaving else MemberStatus.ALIVE,
+            incarnation=self._incarnation,
+            changed_at=now,
+        )
+
+    def members(self) -> list[MemberInfo]:
+        """Every other member we know, tombstones included."""
+        return [m.info() for m in self._members.values()]
+
+    def member(self, node: NodeId) -> MemberInfo | None:
+        """What we know about `node`, if anything."""
+        m = self._members.get(node)
+        return m.info() if m else None
+
+    def states(self) -> list[MemberState]:
+        """Signed state of every member and ourselves (what push-pull sends, and what the
+        daemon persists so that a restart can rejoin without seeds)."""
+        ours = MemberState(self._alive)
+        return [ours, *(MemberState(m.alive, m.status_claim) for m in self._members.values())]
+
+    def cluster_size(self) -> int:
+        """Members believed alive or suspect, plus ourselves (N in the formulas)."""
+        return 1 + sum(1 for m in self._members.values() if m.status in _LIVE)
+
+    def leave_done(self) -> bool:
+        """After `leave`: the LEAVE has been sent its full number of times (or nobody is
+        left to tell), so the driver may stop."""
+        return self._leaving and (self.node_id not in self._broadcasts or self.cluster_size() == 1)
+
+    # --- driver interface ---------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer` must next be called."""
+        return self._timers[0].when if self._timers else None
+
+    def handle_timer(self, now: float) -> None:
+        """Run everything due at or before `now`."""
+        while self._timers and self._timers[0].when <= now:
+            heapq.heappop(self._timers).action(now)
+
+    def outputs(self) -> list[Output]:
+        """Datagrams and exchanges to carry out, in order (drains)."""
+        out, self._outputs = self._outputs, []
+        return out
+
+    def events(self) -> list[MemberEvent]:
+        """Membership changes since the last call (drains)."""
+        out, self._events = self._events, []
+        return out
+
+    def receive(self, now: float, sender: NodeId, address: Address, message: Message) -> bool:
+        """Handle one message from a datagram `sender` sent from `address`.
+
+        Returns False for messages that are not about membership (the store's), so the
+        driver can route them elsewhere.
+        """
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            return False
+        handler(self, now, sender, address, message)
+        return True
+
+    def answer_exchange(
+        self, now: float, sender: NodeId, request: Sequence[Message]
+    ) -> tuple[Message, ...]:
+        """Answer a TCP request from `sender`: a PING (fallback probe) or a push-pull."""
+        pushes = [m for m in request if isinstance(m, PushPull)]
+        if pushes:
+            for push in pushes:
+                self._merge(now, push)
+            return self._push_pull_messages(join=False)
+        pings = [m for m in request if isinstance(m, Ping)]
+        if pings:
+            return tuple(Ack(seq=p.seq) for p in pings if p.target == self.node_id) or (
+                Error(code="wrong_node", message="this is not the node you probed"),
+            )
+        return (Error(code="unsupported", message="expected PING or PUSH_PULL"),)
+
+    def exchange_done(self, now: float, exchange_id: int, reply: Sequence[Message] | None) -> None:
+        """The outcome of an `Exchange`: the reply messages, or None if it failed."""
+        pending = self._exchanges.pop(exchange_id, None)
+        if pending is None:
+            return
+        if pending.kind == "probe":
+            probe = self._probe
+            acked = reply is not None and any(
+                isinstance(m, Ack) and m.seq == pending.seq for m in reply
+            )
+            if acked and probe is not None and probe.seq == pending.seq and not probe.acked:
+                self.stats.tcp_fallback_acks += 1
+                self._probe_acked(probe, now)
+            return
+        pushes = [m for m in reply or () if isinstance(m, PushPull)]
+        if not pushes:
+            self.stats.push_pull_failures += 1
+            return
+        for push in pushes:
+            self._merge(now, push)
+
+    # --- API ----------------------------------------------------------------------------
+
+    def join(self, now: float, addresses: Iterable[Address]) -> list[int]:
+        """Push-pull with each address; returns the exchange ids (see `exchange_done`)."""
+        return [self._start_push_pull(now, address, join=True) for address in addresses]
+
+    def leave(self, now: float) -> None:
+        """Announce a signed LEAVE and stop probing; poll `leave_done` before stopping."""
+        if self._leaving:
+            return
+        self._leaving = True
+        self._incarnation += 1
+        self._probe = None
+        self._broadcasts.queue(Leave.create(self._key, incarnation=self._incarnation), self.node_id)
+        self._tick_gossip(now, reschedule=False)
+
+    def set_tags(self, now: float, tags: Mapping[str, str]) -> None:
+        """Replace our tags and announce them with a new incarnation."""
+        if self._leaving:
+            raise LocalProtocolError("cannot change tags while leaving")
+        self._tags = make_tags(tags)
+        self._announce(now, self._incarnation + 1)
+        self._events.append(MemberEvent(EventKind.UPDATED, self.self_info(now), now))
+
+    def restore(self, now: float, states: Iterable[MemberState]) -> None:
+        """Load members remembered from before a restart, without events.
+
+        Their last known state is kept; the driver should `join` a few of them (a restarted
+        node rejoins the peers it knew), and reconnects retry the dead ones.
+        """
+        for state in states:
+            if state.alive.node == self.node_id:
+                # Start above what the cluster may remember of our previous life.
+                seen = max(state.alive.incarnation, getattr(state.status, "incarnation", 0))
+                if seen >= self._incarnation:
+                    self._announce(now, seen + 1, broadcast=False)
+            elif state.alive.node not in self._members:
+                self._add_silently(now, state)
+
+    # --- time ---------------------------------------------------------------------------
+
+    def _at(self, when: float, action: Callable[[float], None]) -> None:
+        heapq.heappush(self._timers, _Timer(when, next(self._timer_order), action))
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) % 2**32
+        return self._seq
+
+    # --- sending ------------------------------------------------------------------------
+
+    def _send(self, address: Address, messages: Sequence[Message]) -> None:
+        """Queue a datagram, filling the room left with piggybacked updates."""
+        room = self._datagram_budget - sum(len(encode_message(m)) for m in messages)
+        extra = self._broadcasts.take(room, self.cluster_size())
+        self._outputs.append(Datagram(address, (*messages, *extra)))
+
+    def _exchange(
+        self,
+        now: float,
+        address: Address,
+        request: tuple[Message, ...],
+        pending: _PendingExchange,
+        deadline: float,
+    ) -> int:
+        exchange_id = next(self._exchange_ids)
+        self._exchanges[exchange_id] = pending
+        self._outputs.append(Exchange(exchange_id, address, request, deadline))
+        return exchange_id
+
+    # --- probing ------------------------------------------------------------------------
+
+    def _tick_probe(self, now: float) -> None:
+        if self._probe is not None:
+            self._finish_probe(now, self._probe)
+        interval = self._awareness.scale(self.config.probe_interval_s)
+        self._at(now + interval, self._tick_probe)
+        if self._leaving:
+            return
+        member = self._next_probe_target()
+        if member is None:
+            return
+        seq = self._next_seq()
+        probe = _Probe(member.node, member.alive.address, seq, now)
+        self._probe = probe
+        self.stats.probes += 1
+        messages: list[Message] = [Ping(seq=seq, target=member.node)]
+        if member.status is MemberStatus.SUSPECT and member.status_claim is not None:
+            # Lifeguard buddy system: tell the suspect directly, so it can refute at once.
+            messages.append(member.status_claim)
+        self._send(probe.address, messages)
+        timeout = self._awareness.scale(self.config.probe_timeout_s)
+        self._at(now + timeout, lambda t: self._probe_indirectly(t, probe, now + interval))
+
+    def _next_probe_target(self) -> Member | None:
+        for _ in range(len(self._ring) + 1):
+            if self._ring_index >= len(self._ring):
+                self._ring = [n for n in self._ring if n in self._members]
+                self._rng.shuffle(self._ring)
+                self._ring_index = 0
+                if not self._ring:
+                    return None
+            member = self._members.get(self._ring[self._ring_index])
+            self._ring_index += 1
+            if member is not None and member.status in _LIVE:
+                return member
+        return None
+
+    def _probe_indirectly(self, now: float, probe: _Probe, deadline: float) -> None:
+        if self._probe is not probe or probe.acked:
+            return
+        helpers = [
+            m
+            for m in self._members.values()
+            if m.status is MemberStatus.ALIVE and m.node != probe.member
+        ]
+        chosen = self._rng.sample(helpers, min(self.config.indirect_checks, len(helpers)))
+        for helper in chosen:
+            self._send(
+                helper.alive.address,
+                [PingReq(seq=probe.seq, target=probe.member, address=probe.address, nack=True)],
+            )
+        probe.expected_nacks = len(chosen)
+        self.stats.indirect_probes += 1
+        self._exchange(
+            now,
+            probe.address,
+            (Ping(seq=probe.seq, target=probe.member),),
+            _PendingExchange("probe", probe.seq),
+            deadline,
+        )
+
+    def _probe_acked(self, probe: _Probe, now: float) -> None:
+        probe.acked = True
+        self.stats.probe_acks += 1
+        self._awareness.apply_delta(-1)
+
+    def _finish_probe(self, now: float, probe: _Probe) -> None:
+        self._probe = None
+        if probe.acked:
+            return
+        self.stats.probe_failures += 1
+        # Lifeguard: missing NACKs mean *we* may be the problem; without helpers to tell
+        # us, every failed probe counts against our own health.
+        if probe.expected_nacks:
+            self._awareness.apply_delta(probe.expected_nacks - probe.nacks)
+        else:
+            self._awareness.apply_delta(1)
+        member = self._members.get(probe.member)
+        if member is not None and member.status in _LIVE:
+            suspect = Suspect.create(self._key, node=member.node, incarnation=member.incarnation)
+            self._apply(now, suspect)
+
+    # --- message handlers ---------------------------------------------------------------
+
+    def _on_ping(self, now: float, sender: NodeId, address: Address, ping: Ping) -> None:
+        if ping.target == self.node_id:  # a ping for a previous owner of this address is not ours
+            self._send(address, [Ack(seq=ping.seq)])
+
+    def _on_ping_req(self, now: float, sender: NodeId, address: Address, req: PingReq) -> None:
+        if self._leaving:
+            return
+        seq = self._next_seq()
+        self._relays[seq] = _Relay(address, req.seq, req.nack)
+        self._send(req.address, [Ping(seq=seq, target=req.target)])
+        self._at(now + self.config.probe_timeout_s, lambda t: self._relay_expired(seq))
+
+    def _relay_expired(self, seq: int) -> None:
+        relay = self._relays.pop(seq, None)
+        if relay is not None and relay.want_nack:
+            self._send(relay.requester, [Nack(seq=relay.requester_seq)])
+
+    def _on_ack(self, now: float, sender: NodeId, address: Address, ack: Ack) -> None:
+        probe = self._probe
+        if probe is not None and ack.seq == probe.seq:
+            if not probe.acked:
+                self._probe_acked(probe, now)
+            return
+        relay = self._relays.pop(ack.seq, None)
+        if relay is not None:
+            self._send(relay.requester, [Ack(seq=relay.requester_seq)])
+
+    def _on_nack(self, now: float, sender: NodeId, address: Address, nack: Nack) -> None:
+        probe = self._probe
+        if probe is not None and nack.seq == probe.seq:
+            probe.nacks += 1
+            self.stats.nacks_received += 1
+
+    def _on_claim(self, now: float, sender: NodeId, address: Address, claim: Claim) -> None:
+        self._apply(now, claim)
+
+    def _on_push_pull(self, now: float, sender: NodeId, address: Address, push: PushPull) -> None:
+        self._merge(now, push)
+
+    _handlers: ClassVar[dict[type[Message], Callable[[Any, float, NodeId, Address, Any], None]]] = {
+        Ping: _on_ping,
+        PingReq: _on_ping_req,
+        Ack: _on_ack,
+        Nack: _on_nack,
+        Alive: _on_claim,
+        Suspect: _on_claim,
+        Dead: _on_claim,
+        Leave: _on_claim,
+        PushPull: _on_push_pull,
+    }
+
+    # --- claims -------------------------------------------------------------------------
+
+    def _apply(self, now: float, claim: Claim) -> None:
+        """Apply one verified claim following the state table (`members.py`)."""
+        if claim.node == self.node_id:
+            self._claim_about_us(now, claim)
+            return
+        member = self._members.get(claim.node)
+        if member is None:
+            if isinstance(claim, Alive):
+                self._add(now, claim)
+            return
+        row = member.transition_for(claim)
+        if row is None:
+            return
+        if isinstance(claim, Suspect) and member.status is MemberStatus.SUSPECT:
+            self._confirm(now, member, claim)
+            return
+        before = member.info()
+        if isinstance(claim, Alive):
+            member.alive = claim
+            member.status_claim = None
+        else:
+            assert isinstance(claim, Suspect | Dead | Leave)
+            member.status_claim = claim
+        member.incarnation = claim.incarnation
+        member.suspicion = None
+        if member.status is not row.to:
+            member.status = row.to
+            member.changed_at = now
+        self._broadcasts.queue(claim, claim.node)
+        if row.to is MemberStatus.SUSPECT:
+            assert isinstance(claim, Suspect)
+            self._start_suspicion(now, member, claim)
+        elif row.to in (MemberStatus.DEAD, MemberStatus.LEFT):
+            self._at(now + self.config.reap_after_s, lambda t: self._reap(t, member, now))
+        kind = row.event
+        if kind is EventKind.UPDATED and (before.address, before.tags) == (
+            member.alive.address,
+            member.alive.tags,
+        ):
+            kind = None  # a new incarnation alone is not news to the user
+        if kind is not None:
+            self._events.append(MemberEvent(kind, member.info(), now))
+
+    def _add(self, now: float, alive: Alive) -> None:
+        member = Member(
+            alive=alive, status=MemberStatus.ALIVE, incarnation=alive.incarnation, changed_at=now
+        )
+        self._members[alive.node] = member
+        self._insert_into_ring(alive.node)
+        self._broadcasts.queue(alive, alive.node)
+        self._events.append(MemberEvent(EventKind.JOINED, member.info(), now))
+
+    def _add_silently(self, now: float, state: MemberState) -> None:
+        """A member first heard of as a tombstone (push-pull, restore): no events."""
+        status = state.status
+        if isinstance(status, Leave):
+            kind = MemberStatus.LEFT
+        elif isinstance(status, Dead):
+            kind = MemberStatus.DEAD
+        else:
+            kind = MemberStatus.ALIVE
+        incarnation = max(state.alive.incarnation, status.incarnation if status else 0)
+        member = Member(
+            alive=state.alive,
+            status=kind,
+            incarnation=incarnation,
+            changed_at=now,
+            status_claim=status if kind is not MemberStatus.ALIVE else None,
+        )
+        self._members[state.alive.node] = member
+        self._insert_into_ring(state.alive.node)
+        if kind is not MemberStatus.ALIVE:
+            self._at(now + self.config.reap_after_s, lambda t: self._reap(t, member, now))
+
+    def _insert_into_ring(self, node: NodeId) -> None:
+        position = self._rng.randint(0, len(self._ring))
+        self._ring.insert(position, node)
+        if position < self._ring_index:
+            self._ring_index += 1
+
+    def _claim_about_us(self, now: float, claim: Claim) -> None:
+        if self._leaving:
+            return
+        if isinstance(claim, Alive):
+            stale = claim.incarnation < self._incarnation or (
+                claim.incarnation == self._incarnation and claim.claim == self._alive.claim
+            )
+            if stale:
+                return
+        elif claim.incarnation < self._incarnation:
+            return
+        # Someone believes something about us that is not our current ALIVE: refute it.
+        self.stats.refutations += 1
+        self._awareness.apply_delta(1)  # being suspected hints that we are the slow one
+        self._announce(now, max(self._incarnation, claim.incarnation) + 1)
+        self._events.append(MemberEvent(EventKind.REFUTED, self.self_info(now), now))
+
+    def _announce(self, now: float, incarnation: int, *, broadcast: bool = True) -> None:
+        self._incarnation = incarnation
+        self._alive = Alive.create(
+            self._key, incarnation=incarnation, address=self._address, tags=self._tags
+        )
+        if broadcast:
+            self._broadcasts.queue(self._alive, self.node_id)
+
+    # --- suspicion ----------------------------------------------------------------------
+
+    def _start_suspicion(self, now: float, member: Member, claim: Suspect) -> None:
+        self.stats.suspicions += 1
+        n = self.cluster_size()
+        expected = self.config.suspicion_mult - 2
+        if n - 2 < expected:
+            expected = 0
+        minimum = min_suspicion_timeout(self.config.suspicion_mult, n, self.config.probe_interval_s)
+        maximum = self.config.suspicion_max_timeout_mult * minimum
+        suspicion = Suspicion(
+            accuser=claim.accuser, expected=expected, min_s=minimum, max_s=maximum, now=now
+        )
+        member.suspicion = suspicion
+        self._at(suspicion.deadline, lambda t: self._suspicion_expired(t, member, suspicion))
+
+    def _confirm(self, now: float, member: Member, claim: Suspect) -> None:
+        suspicion = member.suspicion
+        if suspicion is None or not suspicion.confirm(claim.accuser, now):
+            return
+        self.stats.confirmations += 1
+        self._broadcasts.queue(claim, claim.node)  # pass the confirmation on
+        self._at(suspicion.deadline, lambda t: self._suspicion_expired(t, member, suspicion))
+
+    def _suspicion_expired(self, now: float, member: Member, suspicion: Suspicion) -> None:
+        if member.suspicion is not suspicion or now < suspicion.deadline:
+            return  # refuted, superseded, or the deadline moved
+        if self._members.get(member.node) is not member:
+            return
+        self.stats.deaths_declared += 1
+        self._apply(now, Dead.create(self._key, node=member.node, incarnation=member.incarnation))
+
+    def _reap(self, now: float, member: Member, since: float) -> None:
+        if member.changed_at != since or member.status in _LIVE:
+            return
+        if self._members.get(member.node) is not member:
+            return
+        del self._members[member.node]
+        self._events.append(MemberEvent(EventKind.REAPED, member.info(), now))
+
+    # --- gossip, push-pull, reconnect ---------------------------------------------------
+
+    def _tick_gossip(self, now: float, *, reschedule: bool = True) -> None:
+        if reschedule:
+            self._at(now + self.config.gossip_interval_s, self._tick_gossip)
+        if not len(self._broadcasts):
+            return
+        recent_dead = now - self.config.gossip_to_the_dead_s
+        targets = [
+            m
+            for m in self._members.values()
+            if m.status in _LIVE or (m.status is MemberStatus.DEAD and m.changed_at > recent_dead)
+        ]
+        for member in self._rng.sample(targets, min(self.config.gossip_nodes, len(targets))):
+            updates = self._broadcasts.take(self._datagram_budget, self.cluster_size())
+            if not updates:
+                break
+            self.stats.gossip_datagrams += 1
+            self._outputs.append(Datagram(member.alive.address, tuple(updates)))
+
+    def _tick_push_pull(self, now: float) -> None:
+        interval = push_pull_interval(self.config.push_pull_interval_s, self.cluster_size())
+        self._at(now + interval, self._tick_push_pull)
+        if self._leaving:
+            return
+        alive = [m for m in self._members.values() if m.status is MemberStatus.ALIVE]
+        if alive:
+            self._start_push_pull(now, self._rng.choice(alive).alive.address, join=False)
+
+    def _tick_reconnect(self, now: float) -> None:
+        self._at(now + self.config.reconnect_interval_s, self._tick_reconnect)
+        if self._leaving:
+            return
+        dead = [m for m in self._members.values() if m.status is MemberStatus.DEAD]
+        live = self.cluster_size() - 1
+        # Serf's rule: try with probability dead/alive, so a large healthy cluster with a
+        # few dead members does not hammer them, while a split cluster retries every time.
+        if dead and self._rng.random() < len(dead) / max(1, live):
+            self.stats.reconnect_attempts += 1
+            self._start_push_pull(now, self._rng.choice(dead).alive.address, join=True)
+        elif live == 0 and self._seeds:
+            self.stats.reconnect_attempts += 1
+            self._start_push_pull(now, self._rng.choice(self._seeds), join=True)
+
+    def _start_push_pull(self, now: float, address: Address, *, join: bool) -> int:
+        self.stats.push_pulls += 1
+        return self._exchange(
+            now,
+            address,
+            self._push_pull_messages(join=join),
+            _PendingExchange("push_pull"),
+            now + self.config.tcp_timeout_s,
+        )
+
+    def _push_pull_messages(self, *, join: bool) -> tuple[PushPull, ...]:
+        states = self.states()
+        return tuple(
+            PushPull(join=join, members=tuple(states[i : i + PUSH_PULL_CHUNK]))
+            for i in range(0, len(states), PUSH_PULL_CHUNK)
+        )
+
+    def _merge(self, now: float, push: PushPull) -> None:
+        """Merge a peer's full state, with the same rules as gossip."""
+        for state in push.members:
+            node = state.alive.node
+            status = state.status
+            unknown = node != self.node_id and node not in self._members
+            if unknown and isinstance(status, Dead | Leave):
+                self._add_silently(now, state)  # a tombstone we never saw alive
+                continue
+            self._apply(now, state.alive)
+            if status is None:
+                continue
+            member = self._members.get(node)
+            if isinstance(status, Dead) and member is not None and node != self.node_id:
+                # As memberlist: a peer's DEAD becomes our own suspicion, so the member gets
+                # a chance to refute instead of dying on hearsay.
+                if member.status is MemberStatus.ALIVE and status.incarnation >= member.incarnation:
+                    self._apply(
+                        now,
+                        Suspect.create(self._key, node=node, incarnation=status.incarnation),
+                    )
+                continue
+            self._apply(now, status)
