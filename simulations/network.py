@@ -52,6 +52,7 @@ class Endpoint(Protocol):
 
     address: Address
     up: bool
+    slow_s: float
 
     def deliver(self, source: Endpoint, payload: Any, size: int) -> None: ...
 
@@ -146,6 +147,8 @@ class Network:
 
         if arrive > deadline:
             self.sim.at(deadline, done, None)
+        elif target is not None and target.slow_s:
+            self.sim.at(arrive + target.slow_s, at_target)  # a slow node answers late
         else:
             self.sim.at(arrive, at_target)
 

@@ -61,7 +61,8 @@ class SimNode:
         self.tags = tags or {}
         self.up = True
         self.slow_s = 0.0
-        """Extra delay before this node processes each datagram (a slow or paused node)."""
+        """Extra delay before this node handles each input (datagram, TCP request or reply)
+        while its timers still fire on time: an overloaded node with a backlog."""
         self.on_event = on_event
         self.bytes_sent = 0
         self.datagrams_sent = 0
@@ -154,6 +155,12 @@ class SimNode:
         return self._pack_frames(reply)
 
     def _exchange_done(self, core: Membership, exchange_id: int, reply: Any) -> None:
+        if self.slow_s:
+            self.sim.after(self.slow_s, self._process_exchange_reply, core, exchange_id, reply)
+        else:
+            self._process_exchange_reply(core, exchange_id, reply)
+
+    def _process_exchange_reply(self, core: Membership, exchange_id: int, reply: Any) -> None:
         if core is not self.core or not self.up:
             return  # an exchange started by a previous life of this node
         messages = None
