@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections import OrderedDict
 from collections.abc import Iterable
 
 import nacl.exceptions
@@ -71,7 +72,13 @@ class NodeId(bytes):
             raw = base64.b32decode(cleaned.upper() + "====")
         except binascii.Error as exc:
             raise LocalProtocolError(f"node id {text!r} is not base32 (a-z, 2-7)") from exc
-        return cls(raw)
+        node = cls(raw)
+        if node.text != cleaned.lower():
+            raise LocalProtocolError(
+                f"node id {text!r} is not in canonical form (its last character must be"
+                f" {node.text[-1]!r}); was it mistyped?"
+            )
+        return node
 
     @property
     def text(self) -> str:
@@ -159,9 +166,8 @@ def parse_key_file(content: bytes, path: str) -> nacl.signing.SigningKey:
             f"key file {path}: not a nodenet key file (contains non-ASCII bytes);"
             " restore it from a backup or move it away to create a new identity"
         ) from exc
-    lines = [
-        line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
-    ]
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
     if len(lines) != 1:
         raise KeyFileError(
             f"key file {path}: expected exactly one '{KEY_FILE_TAG} <base64>' line,"
@@ -178,6 +184,8 @@ def parse_key_file(content: bytes, path: str) -> nacl.signing.SigningKey:
         raise KeyFileError(f"key file {path}: the seed is not valid base64") from exc
     if len(seed) != SEED_LEN:
         raise KeyFileError(f"key file {path}: the seed is {len(seed)} bytes, expected 32")
+    if base64.b64encode(seed).decode("ascii") != seed_text.strip():
+        raise KeyFileError(f"key file {path}: the seed is not canonical base64 (altered?)")
     return nacl.signing.SigningKey(seed)
 
 
@@ -229,19 +237,20 @@ class CachingVerifier:
 
     def __init__(self, capacity: int = 4096) -> None:
         self._capacity = capacity
-        self._good: dict[bytes, bytes] = {}
+        self._good: OrderedDict[bytes, bytes] = OrderedDict()  # least recently used first
         self.hits = 0
         self.misses = 0
 
     def __call__(self, signer: NodeId, context: bytes, data: bytes, signature: bytes) -> bool:
         digest = hashlib.blake2b(signer + context + data, digest_size=16).digest()
         if self._good.get(signature) == digest:
+            self._good.move_to_end(signature)
             self.hits += 1
             return True
         self.misses += 1
         if not verify(signer, context, data, signature):
             return False
         if len(self._good) >= self._capacity:
-            del self._good[next(iter(self._good))]
+            self._good.popitem(last=False)
         self._good[signature] = digest
         return True

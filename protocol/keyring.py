@@ -6,7 +6,8 @@ and opened with whichever installed key works, so a cluster rotates keys the way
 old one. A node that was offline during the rotation still talks to the others as long as
 they keep the old key installed; `open` reports which key worked so the daemon can log it.
 
-Sealed layout: ``0x01 ‖ nonce (24 bytes) ‖ ciphertext (plaintext + 16-byte MAC)``.
+Sealed layout: ``0x01 ‖ nonce (24 bytes) ‖ MAC (16 bytes) ‖ ciphertext`` (libsodium's
+`crypto_secretbox_easy` layout: the authenticator comes before the ciphertext).
 A `Keyring` is immutable: every change returns a new ring, so a driver swaps it atomically.
 """
 
@@ -73,7 +74,10 @@ class ClusterKey:
                 f"cluster key decodes to {len(raw)} bytes, expected {KEY_LEN}"
                 " (44 base64 characters)"
             )
-        return cls(raw)
+        key = cls(raw)
+        if key.text != text.strip():
+            raise LocalProtocolError("cluster key is not canonical base64; was it mistyped?")
+        return key
 
     @property
     def text(self) -> str:
@@ -143,12 +147,22 @@ class Keyring:
             )
         return self._replace(tuple(k for k in self._keys if k != key))
 
-    def seal(self, plaintext: bytes) -> bytes:
-        """Encrypt and authenticate `plaintext` with the primary key."""
+    def seal(self, plaintext: bytes, key: ClusterKey | None = None) -> bytes:
+        """Encrypt and authenticate `plaintext` with the primary key, or with `key`.
+
+        Replies to a peer whose packets only an older installed key opens should be sealed
+        with that key: the peer missed the rotation and cannot open the new primary yet.
+        """
+        box = self._boxes[0]
+        if key is not None and key != self._keys[0]:
+            try:
+                box = self._boxes[self._keys.index(key)]
+            except ValueError:
+                raise LocalProtocolError(f"cluster key {key.key_id} is not installed") from None
         nonce = self._nonce_source(NONCE_LEN)
         if len(nonce) != NONCE_LEN:
             raise LocalProtocolError(f"nonce source returned {len(nonce)} bytes, not {NONCE_LEN}")
-        return bytes((SEAL_VERSION,)) + self._boxes[0].encrypt(plaintext, nonce)
+        return bytes((SEAL_VERSION,)) + box.encrypt(plaintext, nonce)
 
     def open(self, packet: bytes) -> tuple[bytes, ClusterKey]:
         """Decrypt `packet` with the first key that authenticates it; report that key."""

@@ -23,7 +23,7 @@ into `MalformedMessage` or `BadSignature`, naming the message and field.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar, TypeAlias, cast
@@ -118,9 +118,22 @@ def unpack(data: bytes, *, max_len: int) -> Any:
             max_array_len=max_len,
             max_map_len=MAX_TAG_COUNT,
             max_ext_len=0,
+            ext_hook=_no_ext,
+            object_pairs_hook=_unique_map,
         )
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise MalformedMessage(f"not valid msgpack: {exc}") from exc
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"ext type {code} is not allowed")
+
+
+def _unique_map(pairs: Sequence[tuple[Any, Any]]) -> dict[Any, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("map has duplicate keys")
+    return result
 
 
 def _pack(obj: Any) -> bytes:
@@ -198,12 +211,13 @@ def _check_tags(value: object, name: str) -> Tags:
         key, val = pair
         if not isinstance(key, str) or not isinstance(val, str) or not key:
             raise LocalProtocolError(f"{name}: keys and values are strings, keys non-empty")
-        _utf8(key, f"{name} key")
-        _utf8(val, f"{name} value")
         if previous is not None and key <= previous:
             raise LocalProtocolError(f"{name} must be sorted by key without duplicates")
         previous = key
-    size = len(_pack(dict(value)))
+    try:
+        size = len(_pack(dict(value)))
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError(f"{name} hold text that is not valid Unicode") from exc
     if size > MAX_TAGS_BYTES:
         raise LocalProtocolError(
             f"{name} encode to {size} bytes; the limit is {MAX_TAGS_BYTES} (shorten them)"
@@ -241,7 +255,12 @@ class Address:
         raw, port = value[0], value[1]
         if not isinstance(raw, bytes) or len(raw) not in (4, 16):
             raise LocalProtocolError(f"{name} ip must be 4 or 16 bytes")
-        return cls(str(ipaddress.ip_address(raw)), _uint(port, f"{name} port", 65535))
+        if type(port) is not int or not 1 <= port <= 65535:
+            raise LocalProtocolError(f"{name} port {port!r:.20} is not a port (1-65535)")
+        address = object.__new__(cls)  # the packed form is already valid: skip reparsing
+        object.__setattr__(address, "host", str(ipaddress.ip_address(raw)))
+        object.__setattr__(address, "port", port)
+        return address
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
@@ -410,7 +429,12 @@ class Claim(Message):
             inner = unpack(claim, max_len=MAX_CLAIM_BYTES)
         except MalformedMessage as exc:
             raise LocalProtocolError(f"{name} claim: {exc}") from exc
-        if not isinstance(inner, tuple) or not inner or inner[0] != cls.TYPE:
+        if (
+            not isinstance(inner, tuple)
+            or not inner
+            or type(inner[0]) is not int
+            or inner[0] != cls.TYPE
+        ):
             raise LocalProtocolError(f"{name} claim does not start with its own type code")
         message = cls._from_claim(inner[1:], claim, signature)
         if not verify(message.author, CLAIM_CONTEXT, claim, signature):
@@ -469,13 +493,15 @@ class Alive(Claim):
     def _from_claim(cls, fields: tuple[Any, ...], claim: bytes, signature: bytes) -> Alive:
         _need(fields, 4, "ALIVE claim")
         tags = fields[3]
-        if not isinstance(tags, dict):
-            raise LocalProtocolError("ALIVE tags must be a map")
+        if not isinstance(tags, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+        ):
+            raise LocalProtocolError("ALIVE tags must be a map of strings to strings")
         return cls(
             node=_node(fields[0], "node"),
             incarnation=fields[1],
             address=Address.from_wire(fields[2], "address"),
-            tags=_check_tags(tuple(sorted(tags.items())), "tags"),
+            tags=tuple(sorted(tags.items())),  # checked by the constructor
             claim=claim,
             signature=signature,
         )
@@ -569,7 +595,7 @@ class MemberState:
                 raise LocalProtocolError("member status claim is about another node")
 
 
-MAX_PUSH_PULL_MEMBERS = 65536
+MAX_PUSH_PULL_MEMBERS = 1024  # × ≤ 800 bytes each stays under a 1 MiB frame; see membership
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -625,10 +651,11 @@ def _claim_to_wire(claim: Claim) -> tuple[Any, ...]:
 def _claim_from_wire(value: object, verify: Verify, allowed: tuple[type[Claim], ...]) -> Claim:
     if not (isinstance(value, tuple) and value):
         raise LocalProtocolError("expected a claim [type, claim, signature]")
-    cls = next((c for c in allowed if value[0] == c.TYPE), None)
+    code = value[0]
+    cls = next((c for c in allowed if type(code) is int and code == c.TYPE), None)
     if cls is None:
         names = "/".join(c.TYPE.name for c in allowed)
-        raise LocalProtocolError(f"expected a {names} claim, got type {value[0]!r:.20}")
+        raise LocalProtocolError(f"expected a {names} claim, got type {code!r:.20}")
     return cls.from_fields(value[1:], verify)
 
 

@@ -14,10 +14,10 @@ UDP carries one sealed envelope per datagram, at most `max_datagram_size` (1400)
 filled greedily with as many messages as fit, so gossip rides on probes. TCP carries
 frames: a 4-byte big-endian length, then one sealed envelope of at most `max_frame_size`.
 
-Opening checks, in order: seal (any key of the ring), msgpack structure, major version,
-sender signature, clock skew, then each message. Every failure is a `RemoteProtocolError`
-subclass; nothing else escapes. Unknown message types are skipped and counted, so a newer
-minor version can add messages without breaking older nodes.
+Opening checks, in order: seal (any key of the ring), msgpack and envelope structure,
+major version, sender signature, clock skew, then each message. Every failure is a
+`RemoteProtocolError` subclass; nothing else escapes. Unknown message types are skipped
+and counted, so a newer minor version can add messages without breaking older nodes.
 
 `docs/protocol.md` is the byte-level specification with golden vectors.
 """
@@ -47,6 +47,7 @@ from nodenet.protocol.identity import (
     node_id_of,
     sign,
 )
+from nodenet.protocol.identity import verify as plain_verify
 from nodenet.protocol.keyring import SEAL_OVERHEAD, ClusterKey, Keyring
 from nodenet.protocol.messages import Message, Verify, decode_message, encode_message, unpack
 
@@ -151,7 +152,10 @@ class WireCodec:
         self.keyring = keyring
         """Replace with a new `Keyring` to install, use or remove cluster keys."""
         self.limits = limits or WireLimits()
-        self._verify: Verify = verify or CachingVerifier()
+        # Claims repeat (gossip, push-pull) and are worth caching; envelope signatures never
+        # repeat, so they are verified directly and never push claims out of the cache.
+        self._verify_claim: Verify = verify or CachingVerifier()
+        self._verify_envelope: Verify = verify or plain_verify
         self._sender_header = msgpack.packb(self.node_id, use_bin_type=True)
 
     # --- sending --------------------------------------------------------------------------
@@ -174,11 +178,13 @@ class WireCodec:
             )
         )
 
-    def _seal(self, encoded: Sequence[bytes], now_ms: int) -> bytes:
+    def _seal(self, encoded: Sequence[bytes], now_ms: int, key: ClusterKey | None) -> bytes:
         body = self._body_header(now_ms, len(encoded)) + b"".join(encoded)
-        return self.keyring.seal(body + sign(self._key, ENVELOPE_CONTEXT, body))
+        return self.keyring.seal(body + sign(self._key, ENVELOPE_CONTEXT, body), key)
 
-    def _pack_greedily(self, messages: Iterable[Message], now_ms: int, limit: int) -> list[bytes]:
+    def _pack_greedily(
+        self, messages: Iterable[Message], now_ms: int, limit: int, key: ClusterKey | None
+    ) -> list[bytes]:
         packets: list[bytes] = []
         batch: list[bytes] = []
         size = 0
@@ -191,21 +197,28 @@ class WireCodec:
                     f" {limit}-byte packet even alone; send it over TCP or split it"
                 )
             if batch and fixed + len(_array_header(len(batch) + 1)) + size + len(encoded) > limit:
-                packets.append(self._seal(batch, now_ms))
+                packets.append(self._seal(batch, now_ms, key))
                 batch, size = [], 0
             batch.append(encoded)
             size += len(encoded)
         if batch:
-            packets.append(self._seal(batch, now_ms))
+            packets.append(self._seal(batch, now_ms, key))
         return packets
 
-    def encode_datagrams(self, messages: Iterable[Message], now_ms: int) -> list[bytes]:
-        """Seal `messages`, in order, into as few datagrams as greedy packing allows."""
-        return self._pack_greedily(messages, now_ms, self.limits.max_datagram_size)
+    def encode_datagrams(
+        self, messages: Iterable[Message], now_ms: int, key: ClusterKey | None = None
+    ) -> list[bytes]:
+        """Seal `messages`, in order, into as few datagrams as greedy packing allows.
 
-    def encode_frames(self, messages: Iterable[Message], now_ms: int) -> list[bytes]:
+        `key` overrides the primary (see `Keyring.seal`: answering a peer that missed a
+        key rotation)."""
+        return self._pack_greedily(messages, now_ms, self.limits.max_datagram_size, key)
+
+    def encode_frames(
+        self, messages: Iterable[Message], now_ms: int, key: ClusterKey | None = None
+    ) -> list[bytes]:
         """Seal `messages` into length-prefixed TCP frames, as few as greedy packing allows."""
-        sealed = self._pack_greedily(messages, now_ms, self.limits.max_frame_size)
+        sealed = self._pack_greedily(messages, now_ms, self.limits.max_frame_size, key)
         return [FRAME_HEADER.pack(len(s)) + s for s in sealed]
 
     # --- receiving ------------------------------------------------------------------------
@@ -233,7 +246,9 @@ class WireCodec:
         if not isinstance(fields, tuple) or len(fields) < 5:
             raise MalformedMessage("envelope body must be an array of at least 5 fields")
         major, minor, sender, sent_at_ms, raw_messages = fields[:5]
-        if major != PROTOCOL_MAJOR or type(major) is not int:
+        if type(major) is not int:
+            raise MalformedMessage(f"envelope major version {major!r:.20} is not an integer")
+        if major != PROTOCOL_MAJOR:
             raise UnsupportedVersion(
                 f"envelope has protocol version {major!r:.20}; this node speaks"
                 f" {PROTOCOL_MAJOR}.x (upgrade the older side)"
@@ -247,7 +262,7 @@ class WireCodec:
         if not isinstance(raw_messages, tuple):
             raise MalformedMessage("envelope messages must be an array")
         sender_id = NodeId(sender)
-        if not self._verify(sender_id, ENVELOPE_CONTEXT, body, signature):
+        if not self._verify_envelope(sender_id, ENVELOPE_CONTEXT, body, signature):
             raise BadSignature(f"envelope from {sender_id.short} has an invalid signature")
         skew = sent_at_ms - now_ms
         if abs(skew) > self.limits.max_clock_skew_ms:
@@ -259,7 +274,7 @@ class WireCodec:
         messages = []
         skipped = 0
         for raw in raw_messages:
-            message = decode_message(raw, self._verify)
+            message = decode_message(raw, self._verify_claim)
             if message is None:
                 skipped += 1
             else:

@@ -91,8 +91,9 @@ def _random_value(rng: random.Random, depth: int = 0) -> Any:
     if choice == 6:
         return [_random_value(rng, depth + 1) for _ in range(rng.randrange(6))]
     if choice == 7:
+        # str, bin and (invalid) int keys, mixed: the decoder must reject, never crash.
         return {
-            rng.choice(["a", "role", ""]) + str(i): _random_value(rng, depth + 1)
+            rng.choice([f"k{i}", f"k{i}".encode(), i, ""]): _random_value(rng, depth + 1)
             for i in range(rng.randrange(4))
         }
     return rng.choice(SEEDS)
@@ -119,9 +120,12 @@ def _mutate_tree(value: Any, rng: random.Random) -> Any:
         else:
             value[i] = _mutate_tree(value[i], rng)
         return value
-    if isinstance(value, dict) and value:
+    if isinstance(value, dict):
         value = dict(value)
-        value[rng.choice(list(value))] = _random_value(rng)
+        if value and rng.random() < 0.5:
+            value[rng.choice(list(value))] = _random_value(rng)
+        else:
+            value[rng.choice(["x", b"x", 1])] = rng.choice(["v", b"v", 1])
         return value
     return _random_value(rng)
 

@@ -147,3 +147,22 @@ def test_given_a_full_cache_when_more_signatures_arrive_then_oldest_evicted_and_
         assert verifier(node, CLAIM_CONTEXT, bytes([i]), s)
     assert verifier(node, CLAIM_CONTEXT, b"\x00", signatures[0])  # evicted: verified again
     assert verifier.misses == 4
+
+
+def test_given_a_non_canonical_spelling_of_an_id_when_parsed_then_refused():
+    node = NodeId(b"\x00" * 32)
+    alias = node.text[:-1] + "b"  # differs only in the padding bits of the last character
+    assert base64_alias_decodes_equal(alias, node)
+    with pytest.raises(LocalProtocolError, match="canonical"):
+        NodeId.from_text(alias)
+
+
+def base64_alias_decodes_equal(alias: str, node: NodeId) -> bool:
+    import base64
+
+    return base64.b32decode(alias.upper() + "====") == bytes(node)
+
+
+def test_given_indented_comments_in_a_key_file_then_ignored():
+    content = b"  # indented comment\n" + format_key_file(KEY)
+    assert bytes(parse_key_file(content, "k")) == bytes(KEY)

@@ -67,7 +67,11 @@ def test_given_keyring_misuse_then_clear_local_errors():
 
 @pytest.mark.parametrize(
     ("text", "match"),
-    [("not base64!", "not valid base64"), ("AAAA", "3 bytes, expected 32")],
+    [
+        ("not base64!", "not valid base64"),
+        ("AAAA", "3 bytes, expected 32"),
+        ("A" * 42 + "B=", "not canonical"),  # padding bits set: an alias of "A"*43 + "="
+    ],
 )
 def test_given_bad_key_text_when_parsed_then_clear_error(text, match):
     with pytest.raises(LocalProtocolError, match=match):
@@ -95,3 +99,8 @@ def test_given_short_or_foreign_packets_when_opened_then_undecryptable(packet, m
 def test_given_a_nonce_source_of_the_wrong_length_when_sealing_then_local_error():
     with pytest.raises(LocalProtocolError, match="nonce source"):
         Keyring([K1], nonce_source=lambda n: b"\x00" * (n - 1)).seal(b"x")
+
+
+def test_given_a_key_that_is_not_installed_when_sealing_with_it_then_local_error():
+    with pytest.raises(LocalProtocolError, match="not installed"):
+        Keyring([K1]).seal(b"x", K2)

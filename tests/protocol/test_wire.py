@@ -281,7 +281,8 @@ def test_given_invalid_utf8_text_when_decoded_then_malformed():
     ("overrides", "error", "match"),
     [
         ({"major": 2}, UnsupportedVersion, "speaks 1.x"),
-        ({"major": "1"}, UnsupportedVersion, "speaks 1.x"),
+        ({"major": "1"}, MalformedMessage, "not an integer"),
+        ({"major": 1.0}, MalformedMessage, "not an integer"),
         ({"minor": 256}, MalformedMessage, "minor version"),
         ({"sender": b"\x00" * 31}, MalformedMessage, "32-byte node id"),
         ({"sent_at_ms": -5}, MalformedMessage, "uint64"),
@@ -394,3 +395,59 @@ def test_given_a_push_pull_of_many_members_when_framed_then_round_trips():
 def test_given_entry_announce_with_too_many_ids_when_built_then_local_error():
     with pytest.raises(LocalProtocolError, match="at most 4096"):
         EntryAnnounce(ids=(b"\x00" * 32,) * (MAX_IDS + 1))
+
+
+# --- cases found while writing the specification ----------------------------------------
+
+
+def _signed_alive_claim(tags_map_bytes: bytes) -> bytes:
+    """An ALIVE message whose claim carries a hand-encoded tags map, correctly signed."""
+    head = msgpack.packb(
+        [MessageType.ALIVE, node_id_of(ALICE), 1, [b"\x7f\x00\x00\x01", 7950]], use_bin_type=True
+    )
+    claim = bytes([head[0] + 1]) + head[1:] + tags_map_bytes  # array of 4 → array of 5
+    return claim
+
+
+@pytest.mark.parametrize(
+    ("tags_map", "match"),
+    [
+        (b"\x82\xa1a\xa1x\xc4\x01b\xa1y", "map of strings"),  # {"a": "x", b"b": "y"}
+        (b"\x82\xa1a\xa1x\xa1a\xa1y", "duplicate keys"),  # {"a": "x", "a": "y"}
+        (b"\x81\xa1a\xc7\x00\x05", "ext type"),  # {"a": ext(5, b"")}
+    ],
+)
+def test_given_odd_maps_in_a_signed_claim_when_decoded_then_malformed_not_a_crash(tags_map, match):
+    claim = _signed_alive_claim(tags_map)
+    packet = craft([[MessageType.ALIVE, claim, sign(ALICE, CLAIM_CONTEXT, claim)]])
+    with pytest.raises(MalformedMessage, match=match):
+        codec(BOB).decode_datagram(packet, NOW_MS)
+
+
+def test_given_a_float_type_code_inside_a_claim_when_decoded_then_malformed():
+    claim = msgpack.packb(
+        [5.0, node_id_of(ALICE), 1, [b"\x7f\x00\x00\x01", 1], {}], use_bin_type=True
+    )
+    packet = craft([[MessageType.ALIVE, claim, sign(ALICE, CLAIM_CONTEXT, claim)]])
+    with pytest.raises(MalformedMessage, match="own type code"):
+        codec(BOB).decode_datagram(packet, NOW_MS)
+
+
+def test_given_a_zero_length_ext_in_an_ignored_field_when_decoded_then_malformed():
+    packet = craft([[1, 7, BOB_ID, msgpack.ExtType(5, b"")]])
+    with pytest.raises(MalformedMessage, match="ext type"):
+        codec(BOB).decode_datagram(packet, NOW_MS)
+
+
+def test_given_a_peer_that_missed_the_rotation_when_answered_with_its_key_then_it_can_open():
+    old, new = CLUSTER_KEY, OTHER_KEY
+    rotated = codec(ALICE, Keyring([new, old]))
+    laggard = codec(BOB, Keyring([old]))
+    (request,) = laggard.encode_datagrams([Ping(seq=1, target=node_id_of(ALICE))], NOW_MS)
+    opened_with = rotated.decode_datagram(request, NOW_MS).key
+    assert opened_with == old
+    (reply,) = rotated.encode_datagrams([Ping(seq=2, target=BOB_ID)], NOW_MS, key=opened_with)
+    assert laggard.decode_datagram(reply, NOW_MS).key == old
+    (default,) = rotated.encode_datagrams([Ping(seq=3, target=BOB_ID)], NOW_MS)
+    with pytest.raises(Undecryptable):
+        laggard.decode_datagram(default, NOW_MS)
