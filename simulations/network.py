@@ -1,10 +1,10 @@
 """A virtual network: latency, loss, duplication, partitions, and TCP exchanges.
 
 Datagrams go through a `LinkModel` that says "deliver after d" (possibly twice) or
-"drop". TCP exchanges are reliable unless the two ends cannot reach each other (a
-partition, a blocked direction, or a node that is down), in which case they fail at their
-deadline, as a connect timeout would. Addresses are only names here: nothing leaves the
-process.
+"drop". TCP exchanges lose no data but pay for loss with retransmission delays, and fail at
+their deadline (as a connect timeout would) when the two ends cannot reach each other (a
+partition, a blocked direction, or a node that is down) or the delays run past it.
+Addresses are only names here: nothing leaves the process.
 """
 
 from __future__ import annotations
@@ -46,6 +46,21 @@ class LinkModel:
         """One delay sample (reordering follows from jitter)."""
         return max(0.0, self.latency_s + rng.uniform(-self.jitter_s, self.jitter_s))
 
+    def tcp_segment(self, rng: random.Random, *, handshake: bool) -> float:
+        """Time for one TCP segment to get through, retransmitting lost copies.
+
+        Linux waits 1 s before resending a lost SYN or SYN-ACK and at least 200 ms before
+        resending data, doubling each time; that is what makes TCP slow on lossy links.
+        """
+        timeout = 1.0 if handshake else 0.2
+        waited = 0.0
+        for _ in range(8):
+            if not self.loss or rng.random() >= self.loss:
+                return waited + self.one_way(rng)
+            waited += timeout
+            timeout *= 2
+        return float("inf")  # the connection gives up
+
 
 class Endpoint(Protocol):
     """What the network delivers to (a simulated node)."""
@@ -69,6 +84,7 @@ class Network:
         self.endpoints: dict[Address, Endpoint] = {}
         self._group: dict[Address, int] = {}
         self._blocked: set[tuple[Address, Address]] = set()
+        self._udp_blocked: set[tuple[Address, Address]] = set()
         self.datagrams_sent = 0
         self.datagrams_dropped = 0
         self.bytes_sent = 0
@@ -87,14 +103,18 @@ class Network:
         """Remove partitions and blocked directions."""
         self._group = {}
         self._blocked.clear()
+        self._udp_blocked.clear()
 
-    def block(self, source: Address, destination: Address) -> None:
-        """Drop everything from `source` to `destination` (asymmetric reachability)."""
-        self._blocked.add((source, destination))
+    def block(self, source: Address, destination: Address, *, udp_only: bool = False) -> None:
+        """Drop traffic from `source` to `destination` (asymmetric reachability); with
+        `udp_only`, TCP still passes, as behind a firewall that forgets UDP."""
+        (self._udp_blocked if udp_only else self._blocked).add((source, destination))
 
-    def reachable(self, source: Address, destination: Address) -> bool:
+    def reachable(self, source: Address, destination: Address, *, udp: bool = False) -> bool:
         """Whether anything sent from `source` can arrive at `destination` now."""
         if (source, destination) in self._blocked:
+            return False
+        if udp and (source, destination) in self._udp_blocked:
             return False
         return self._group.get(source, -1) == self._group.get(destination, -1)
 
@@ -105,7 +125,7 @@ class Network:
         self.datagrams_sent += 1
         self.bytes_sent += size
         target = self.endpoints.get(destination)
-        if target is None or not self.reachable(source.address, destination):
+        if target is None or not self.reachable(source.address, destination, udp=True):
             self.datagrams_dropped += 1
             return
         delays = self.link.delays(self.rng)
@@ -115,7 +135,7 @@ class Network:
             self.sim.after(delay, self._arrive, source, target, payload, size)
 
     def _arrive(self, source: Endpoint, target: Endpoint, payload: Any, size: int) -> None:
-        if target.up and self.reachable(source.address, target.address):
+        if target.up and self.reachable(source.address, target.address, udp=True):
             target.deliver(source, payload, size)
 
     def exchange(
@@ -128,8 +148,14 @@ class Network:
     ) -> None:
         """Run a TCP request/reply; `done(reply or None)` is called exactly once."""
         target = self.endpoints.get(destination)
-        there = self.link.one_way(self.rng) * 2  # handshake, then the request
-        back = self.link.one_way(self.rng)
+        segment = self.link.tcp_segment
+        # SYN, SYN-ACK, then the request; the reply comes back as one more segment.
+        there = (
+            segment(self.rng, handshake=True)
+            + segment(self.rng, handshake=True)
+            + segment(self.rng, handshake=False)
+        )
+        back = segment(self.rng, handshake=False)
         arrive = self.sim.now + there
 
         def at_target() -> None:

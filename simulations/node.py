@@ -214,19 +214,26 @@ class SimNode:
         self._timer_token += 1
         self._timer_at = None
 
-    def restart(self) -> None:
-        """Come back with the persisted state: incarnation and member table."""
-        states = self.core.states()
-        known = [
-            m.address
-            for m in self.core.members()
-            if m.status in (MemberStatus.ALIVE, MemberStatus.SUSPECT)
-        ]
-        self.core = self._new_core(incarnation=self.core.incarnation + 1)
-        self.core.restore(self.sim.now, states)
+    def restart(self, *, keep_state: bool = True) -> None:
+        """Come back up. With `keep_state`, as the daemon does: the persisted incarnation
+        and member table, rejoining known members without seeds. Without: a wiped disk,
+        incarnation 0, rejoining through the seeds."""
+        if keep_state:
+            states = self.core.states()
+            known = [
+                m.address
+                for m in self.core.members()
+                if m.status in (MemberStatus.ALIVE, MemberStatus.SUSPECT)
+            ]
+            self.core = self._new_core(incarnation=self.core.incarnation + 1)
+            self.core.restore(self.sim.now, states)
+            rng = self.sim.fork_rng()
+            addresses = rng.sample(known, min(REJOIN_FANOUT, len(known)))
+        else:
+            self.core = self._new_core(incarnation=0)
+            addresses = list(self.seeds)
         self.up = True
-        rng = self.sim.fork_rng()
-        self.core.join(self.sim.now, rng.sample(known, min(REJOIN_FANOUT, len(known))))
+        self.core.join(self.sim.now, addresses)
         self._pump()
 
     def leave(self, timeout_s: float = 5.0) -> None:
@@ -248,6 +255,15 @@ class SimNode:
         self.tags = tags
         self.core.set_tags(self.sim.now, tags)
         self._pump()
+
+    def send_raw(self, address: Address, messages: Sequence[Message], *, tcp: bool = False) -> None:
+        """Send `messages` as they are, bypassing the core (a hostile or buggy peer)."""
+        if tcp:
+            payload = self._pack_frames(tuple(messages))
+            self.network.exchange(self, address, payload, self.sim.now + 10, lambda _: None)
+        else:
+            payload, size = self._pack_datagram(tuple(messages))
+            self.network.send(self, address, payload, size)
 
     def inject(self, source: Address, sender: NodeId, messages: Sequence[Message]) -> None:
         """Hand messages to the core as if they arrived (already decoded) from `source`."""
