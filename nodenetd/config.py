@@ -21,7 +21,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from nodenet.daemon.paths import default_runtime_dir, default_state_dir
+from nodenet.daemon.paths import (
+    SYSTEM_CONFIG_PATH,
+    default_config_path,
+    default_runtime_dir,
+    default_state_dir,
+)
 from nodenet.protocol.config import PROFILES, MembershipConfig
 from nodenet.protocol.errors import LocalProtocolError
 from nodenet.protocol.messages import Address, make_tags
@@ -36,7 +41,7 @@ __all__ = [
     "parse_address",
 ]
 
-DEFAULT_CONFIG_PATH = Path("/etc/nodenet/nodenet.toml")
+DEFAULT_CONFIG_PATH = SYSTEM_CONFIG_PATH
 DEFAULT_PORT = 7950
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -162,11 +167,12 @@ def load_config(
 ) -> DaemonConfig:
     """Load, merge and validate. `overrides` are flags as {"section.key": value}."""
     environ = os.environ if environ is None else environ
+    euid = os.geteuid() if euid is None else euid
     raw: dict[str, dict[str, Any]] = {}
     origin: dict[str, str] = {}
     source = "built-in defaults"
     explicit = path is not None
-    file = path or DEFAULT_CONFIG_PATH
+    file = path or default_config_path(environ=environ, euid=euid)
     if explicit or file.exists():
         raw = _read_toml(file)
         source = str(file)
@@ -186,10 +192,17 @@ def load_config(
         raw.setdefault(section, {})[key] = value
         origin[dotted] = "command line"
     _check_known(raw, origin)
-    return _build(raw, origin, source, os.geteuid() if euid is None else euid, environ)
+    return _build(raw, origin, source, euid, environ)
 
 
-_ENV_IGNORED = {"NODENET_API", "NODENET_STATE_DIR", "NODENET_CONFIG"}
+_ENV_IGNORED = {
+    "NODENET_API",
+    "NODENET_STATE_DIR",
+    "NODENET_CONFIG",
+    "NODENET_FUZZ_ITERATIONS",
+    "NODENET_FUZZ_SEED",
+    "NODENET_HYPOTHESIS_PROFILE",
+}
 
 
 def _env_key(name: str) -> tuple[str, str]:

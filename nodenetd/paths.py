@@ -10,7 +10,15 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["default_api_socket", "default_runtime_dir", "default_state_dir"]
+__all__ = [
+    "SYSTEM_CONFIG_PATH",
+    "default_api_socket",
+    "default_config_path",
+    "default_runtime_dir",
+    "default_state_dir",
+]
+
+SYSTEM_CONFIG_PATH = Path("/etc/nodenet/nodenet.toml")
 
 SYSTEM_STATE_DIR = Path("/var/lib/nodenet")
 SYSTEM_RUNTIME_DIR = Path("/run/nodenet")
@@ -46,3 +54,17 @@ def default_api_socket(*, environ: Mapping[str, str] | None = None) -> Path:
     """The socket a daemon started without `api.socket` listens on, for this user."""
     runtime = default_runtime_dir(environ=environ)
     return (runtime or default_state_dir(environ=environ)) / "api.sock"
+
+
+def default_config_path(
+    *, environ: Mapping[str, str] | None = None, euid: int | None = None
+) -> Path:
+    """`$NODENET_CONFIG`, /etc/nodenet/nodenet.toml for root, else the XDG config dir's
+    nodenet/nodenet.toml (where `nodenet init` writes it for a user)."""
+    env = os.environ if environ is None else environ
+    if explicit := env.get("NODENET_CONFIG"):
+        return Path(explicit)
+    if (os.geteuid() if euid is None else euid) == 0:
+        return SYSTEM_CONFIG_PATH
+    config_home = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "nodenet" / "nodenet.toml"

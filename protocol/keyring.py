@@ -188,3 +188,35 @@ class Keyring:
 
     def __repr__(self) -> str:
         return f"Keyring(primary={self.primary.key_id}, keys={[k.key_id for k in self._keys]})"
+
+    # --- the keyring file format (reading and writing the file is the daemon's job) --------
+
+    def to_text(self) -> str:
+        """The keyring file: one base64 key per line, primary first (a secret: mode 0600)."""
+        lines = ["# nodenet cluster keyring: one key per line, the first is the primary."]
+        lines.extend(f"{k.text}  # key id {k.key_id}" for k in self._keys)
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_text(
+        cls, text: str, where: str, *, nonce_source: NonceSource = nacl.utils.random
+    ) -> Keyring:
+        """Parse a keyring file (`where` names it in errors)."""
+        keys = []
+        for number, line in enumerate(text.splitlines(), 1):
+            content = line.split("#", 1)[0].strip()
+            if not content:
+                continue
+            try:
+                keys.append(ClusterKey.from_text(content))
+            except LocalProtocolError as exc:
+                raise LocalProtocolError(f"{where} line {number}: {exc}") from None
+        if not keys:
+            raise LocalProtocolError(
+                f"{where} holds no cluster key; add one (`nodenet keys generate`) or run"
+                " `nodenet init`"
+            )
+        try:
+            return cls(keys, nonce_source=nonce_source)
+        except LocalProtocolError as exc:
+            raise LocalProtocolError(f"{where}: {exc}") from None

@@ -104,3 +104,23 @@ def test_given_a_nonce_source_of_the_wrong_length_when_sealing_then_local_error(
 def test_given_a_key_that_is_not_installed_when_sealing_with_it_then_local_error():
     with pytest.raises(LocalProtocolError, match="not installed"):
         Keyring([K1]).seal(b"x", K2)
+
+
+def test_given_a_ring_when_written_as_text_and_read_back_then_same_keys_in_order():
+    ring = Keyring([K2, K1, K3])
+    text = ring.to_text()
+    assert K1.text in text
+    assert Keyring.from_text(text, "ring").keys == (K2, K1, K3)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("# only a comment\n", "holds no cluster key"),
+        ("AAAA\n", "ring line 1: cluster key decodes to 3 bytes"),
+        (f"{K1.text}\n{K1.text}\n", "ring: the keyring lists the same cluster key twice"),
+    ],
+)
+def test_given_a_bad_keyring_file_when_parsed_then_the_line_is_named(text, match):
+    with pytest.raises(LocalProtocolError, match=match):
+        Keyring.from_text(text, "ring")
