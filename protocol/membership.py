@@ -300,11 +300,13 @@ class Membership:
             )
         return (Error(code="unsupported", message="expected PING or PUSH_PULL"),)
 
-    def exchange_done(self, now: float, exchange_id: int, reply: Sequence[Message] | None) -> None:
-        """The outcome of an `Exchange`: the reply messages, or None if it failed."""
+    def exchange_done(self, now: float, exchange_id: int, reply: Sequence[Message] | None) -> bool:
+        """The outcome of an `Exchange`: the reply messages, or None if it failed.
+
+        Returns whether the exchange did its job (an ACK, or a peer's state merged)."""
         pending = self._exchanges.pop(exchange_id, None)
         if pending is None:
-            return
+            return False
         if pending.kind == "probe":
             probe = self._probe
             acked = reply is not None and any(
@@ -313,13 +315,14 @@ class Membership:
             if acked and probe is not None and probe.seq == pending.seq and not probe.acked:
                 self.stats.tcp_fallback_acks += 1
                 self._probe_acked(probe, now)
-            return
+            return acked
         pushes = [m for m in reply or () if isinstance(m, PushPull)]
         if not pushes:
             self.stats.push_pull_failures += 1
-            return
+            return False
         for push in pushes:
             self._merge(now, push)
+        return True
 
     # --- API ----------------------------------------------------------------------------
 
