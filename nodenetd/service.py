@@ -125,6 +125,7 @@ class MembershipService:
         clock: Clock | None = None,
         limits: ServiceLimits | None = None,
         on_events: Callable[[list[MemberEvent]], None] | None = None,
+        on_rtts: Callable[[list[float]], None] | None = None,
         on_drop: Callable[[str], None] | None = None,
     ) -> None:
         self.core = core
@@ -135,6 +136,7 @@ class MembershipService:
         self.stats = TransportStats()
         self.dropped: dict[str, int] = {}
         self._on_events = on_events
+        self._on_rtts = on_rtts
         self._on_drop = on_drop
         self._buckets = _TokenBuckets(
             self.limits.datagrams_per_source_s,
@@ -266,6 +268,9 @@ class MembershipService:
         events = core.events()
         if events and self._on_events is not None:
             self._on_events(events)
+        rtts = core.probe_rtts()
+        if rtts and self._on_rtts is not None:
+            self._on_rtts(rtts)
         if core.leave_done():
             self.left.set()
         self._rearm.set()

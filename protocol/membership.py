@@ -191,6 +191,7 @@ class Membership:
         self._relays: dict[int, _Relay] = {}
         self._exchanges: dict[int, _PendingExchange] = {}
         self._leaving = False
+        self._rtts: list[float] = []
         self.stats = MembershipStats()
         # Stagger the periodic tasks so a cluster started at once does not tick in step.
         c = self.config
@@ -270,6 +271,11 @@ class Membership:
     def events(self) -> list[MemberEvent]:
         """Membership changes since the last call (drains)."""
         out, self._events = self._events, []
+        return out
+
+    def probe_rtts(self) -> list[float]:
+        """Round-trip times (seconds, PING to ACK) of successful probes since the last call."""
+        out, self._rtts = self._rtts, []
         return out
 
     def receive(self, now: float, sender: NodeId, address: Address, message: Message) -> bool:
@@ -459,6 +465,8 @@ class Membership:
         probe.acked = True
         self.stats.probe_acks += 1
         self._awareness.apply_delta(-1)
+        if len(self._rtts) < 1024:  # drained by the driver; bounded if it never does
+            self._rtts.append(now - probe.started)
 
     def _finish_probe(self, now: float, probe: _Probe) -> None:
         self._probe = None

@@ -318,7 +318,7 @@ class FrameReader:
         self._buffer = bytearray()
         self._max = max_frame_size
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes."""
         self._buffer += data
 

@@ -1,0 +1,315 @@
+"""The local HTTP API (docs/api.md): a FastAPI app served by hypercorn's Trio worker.
+
+The app only translates HTTP to calls on the daemon (`DaemonApi`) and back; every
+decision is the daemon's. Errors are always `{"error": {"code", "message"}}` with the right
+status, FastAPI's validation errors included, so scripts need one error format.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Annotated, Any, Protocol
+
+import trio
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from nodenet.daemon.events import EventHub
+from nodenet.daemon.metrics import CONTENT_TYPE
+
+__all__ = ["ApiError", "DaemonApi", "create_app"]
+
+MAX_BODY = 64 * 1024
+KEEPALIVE_S = 15.0
+STATUS_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    422: "invalid",
+    502: "bad_gateway",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error the API reports as `{"error": {"code", "message"}}` with `status`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class DaemonApi(Protocol):
+    """What the API needs from the daemon."""
+
+    hub: EventHub
+
+    def self_info(self) -> dict[str, Any]:
+        """`GET /v1/self`."""
+
+    def peers(self) -> list[dict[str, Any]]:
+        """Every member, ourselves included, as API objects."""
+
+    async def join(self, addresses: list[str]) -> list[dict[str, Any]]:
+        """Push-pull with each address; per-address results."""
+
+    async def leave(self) -> None:
+        """Leave the cluster and shut down (after the response is sent)."""
+
+    def update_tags(self, set_tags: dict[str, str], delete: list[str]) -> dict[str, str]:
+        """Apply tag changes; the new tags."""
+
+    def keys(self) -> dict[str, Any]:
+        """The keyring, by key id."""
+
+    async def install_key(self, key: str) -> dict[str, Any]:
+        """Install a cluster key."""
+
+    async def use_key(self, key_id: str) -> dict[str, Any]:
+        """Make an installed key primary."""
+
+    async def remove_key(self, key_id: str) -> dict[str, Any]:
+        """Remove a secondary key."""
+
+    def health(self) -> tuple[bool, dict[str, str]]:
+        """Overall health and the individual checks."""
+
+    def metrics_text(self) -> bytes:
+        """Prometheus exposition text."""
+
+
+class JoinRequest(BaseModel):
+    """Body of `POST /v1/join`."""
+
+    addresses: list[str] = Field(min_length=1, max_length=64, examples=[["127.0.0.1:7951"]])
+
+
+class TagsRequest(BaseModel):
+    """Body of `PATCH /v1/self/tags`."""
+
+    set: dict[str, str] = Field(default_factory=dict)
+    delete: list[str] = Field(default_factory=list)
+
+
+class KeyRequest(BaseModel):
+    """Body of `POST /v1/keys`."""
+
+    key: str = Field(description="base64 of 32 bytes, as `nodenet keys generate` prints")
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _matches(
+    peer: dict[str, Any],
+    status: list[str],
+    tags: list[tuple[str, re.Pattern[str]]],
+    name: re.Pattern[str] | None,
+) -> bool:
+    if status and peer["status"] not in status:
+        return False
+    if name is not None and not name.fullmatch(peer["name"]):
+        return False
+    return all(k in peer["tags"] and pattern.fullmatch(peer["tags"][k]) for k, pattern in tags)
+
+
+def _pattern(text: str, what: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise ApiError(
+            400, "bad_request", f"{what} {text!r} is not a valid regular expression: {exc}"
+        ) from None
+
+
+class _BodyLimit:
+    """ASGI middleware: refuse request bodies over `limit` bytes with 413."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[..., Awaitable[Any]],
+        send: Callable[..., Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            response = _error(413, "too_large", f"request body over {self.limit} bytes")
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise ApiError(413, "too_large", f"request body over {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def create_app(daemon: DaemonApi) -> FastAPI:
+    """The API application bound to one daemon."""
+    from importlib.metadata import version
+
+    app = FastAPI(
+        title="nodenetd local API",
+        version=version("nodenetd"),
+        description="Membership, store and keyring of the local nodenet daemon (docs/api.md).",
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = STATUS_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        if exc.status_code == 404:
+            message = (
+                f"no such endpoint: {request.method} {request.url.path} (see GET /openapi.json)"
+            )
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        return _error(exc.status_code, code, message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        return _error(422, "invalid", problems or "invalid request")
+
+    @app.get("/v1/self", summary="This node")
+    async def get_self() -> dict[str, Any]:
+        return daemon.self_info()
+
+    @app.get("/v1/peers", summary="Members, this node included, with filters")
+    async def get_peers(
+        status: Annotated[list[str], Query(description="alive, suspect, dead or left")] = [],  # noqa: B006
+        tag: Annotated[list[str], Query(description="key=value; value is an anchored regex")] = [],  # noqa: B006
+        name: Annotated[str | None, Query(description="anchored regular expression")] = None,
+    ) -> dict[str, Any]:
+        allowed = {"alive", "suspect", "dead", "left"}
+        for s in status:
+            if s not in allowed:
+                raise ApiError(
+                    400, "bad_request", f"status {s!r} is not one of {', '.join(sorted(allowed))}"
+                )
+        tag_filters = []
+        for t in tag:
+            key, sep, value = t.partition("=")
+            if not sep or not key:
+                raise ApiError(400, "bad_request", f"tag filter {t!r} must be key=value")
+            tag_filters.append((key, _pattern(value, f"tag {key}")))
+        name_pattern = _pattern(name, "name") if name is not None else None
+        return {
+            "peers": [p for p in daemon.peers() if _matches(p, status, tag_filters, name_pattern)]
+        }
+
+    @app.post("/v1/join", summary="Join a cluster through one or more members")
+    async def post_join(request: JoinRequest) -> JSONResponse:
+        results = await daemon.join(request.addresses)
+        joined = sum(1 for r in results if r["ok"])
+        if not joined:
+            detail = "; ".join(f"{r['address']}: {r.get('error', '?')}" for r in results)
+            return _error(502, "join_failed", f"could not join through any address: {detail}")
+        return JSONResponse({"joined": joined, "results": results})
+
+    @app.post("/v1/leave", summary="Leave the cluster gracefully and stop the daemon")
+    async def post_leave() -> dict[str, bool]:
+        await daemon.leave()
+        return {"left": True}
+
+    @app.patch("/v1/self/tags", summary="Set and delete tags")
+    async def patch_tags(request: TagsRequest) -> dict[str, Any]:
+        return {"tags": daemon.update_tags(request.set, request.delete)}
+
+    @app.get("/v1/events", summary="Server-sent events of membership changes")
+    async def get_events(
+        after: Annotated[int | None, Query(ge=0, description="resume after this event id")] = None,
+        last_event_id: Annotated[str | None, Header()] = None,
+    ) -> StreamingResponse:
+        resume = after
+        if resume is None and last_event_id is not None:
+            if not last_event_id.isdigit():
+                raise ApiError(400, "bad_request", "Last-Event-ID must be an event id (digits)")
+            resume = int(last_event_id)
+        return StreamingResponse(
+            _event_stream(daemon.hub, resume),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get("/v1/keys", summary="The local keyring (key ids only)")
+    async def get_keys() -> dict[str, Any]:
+        return daemon.keys()
+
+    @app.post("/v1/keys", summary="Install a cluster key")
+    async def post_key(request: KeyRequest) -> dict[str, Any]:
+        return await daemon.install_key(request.key)
+
+    @app.post("/v1/keys/{key_id}/use", summary="Make an installed key the primary")
+    async def use_key(key_id: str) -> dict[str, Any]:
+        return await daemon.use_key(key_id)
+
+    @app.delete("/v1/keys/{key_id}", summary="Remove a secondary key")
+    async def delete_key(key_id: str) -> dict[str, Any]:
+        return await daemon.remove_key(key_id)
+
+    @app.get("/health", summary="Readiness")
+    async def health() -> JSONResponse:
+        ok, checks = daemon.health()
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(daemon.metrics_text(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+async def _event_stream(hub: EventHub, after: int | None) -> AsyncIterator[bytes]:
+    async with hub.subscribe(after) as channel:
+        yield b": connected\n\n"
+        while True:
+            with trio.move_on_after(KEEPALIVE_S) as idle:
+                try:
+                    event = await channel.receive()
+                except trio.EndOfChannel:
+                    return
+            if idle.cancelled_caught:
+                yield b": keepalive\n\n"
+                continue
+            data = json.dumps(event.data, separators=(",", ":"))
+            yield f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n".encode()
+
+
+def wrap(app: FastAPI) -> _BodyLimit:
+    """The app with the request body limit in front."""
+    return _BodyLimit(app, MAX_BODY)

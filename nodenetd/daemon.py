@@ -1,0 +1,566 @@
+"""The daemon: start-up, the services it runs, graceful shutdown and reload.
+
+Start-up is a chain, each step failing with a message that says what to do: lock the state
+directory, load (or create) the node key and the keyring, open the state store and load the
+member table, bind the sockets, start the membership service, claim the API socket and
+serve the API, then tell systemd READY=1 and join seeds and remembered members. Shutdown
+reverses it: STOPPING=1, a signed LEAVE that is given time to spread, the API's streams
+closed, everything cancelled within `shutdown_timeout_s`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Sequence
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import hypercorn.config
+import hypercorn.trio
+import msgpack
+import nacl.signing
+import trio
+
+from nodenet.daemon.api import ApiError, create_app, wrap
+from nodenet.daemon.config import DaemonConfig, parse_address
+from nodenet.daemon.events import EventHub
+from nodenet.daemon.keyfile import load_or_create_node_key
+from nodenet.daemon.lock import StateLock, acquire_state_lock, claim_socket_path
+from nodenet.daemon.metrics import Metrics
+from nodenet.daemon.notify import Notifier
+from nodenet.daemon.service import Clock, MembershipService, SystemClock
+from nodenet.daemon.state import META_INCARNATION, Delete, Put, StateError, StateStore
+from nodenet.daemon.transport import Transport, UdpTcpTransport
+from nodenet.protocol.errors import LocalProtocolError, ProtocolError
+from nodenet.protocol.identity import CachingVerifier, short_ids
+from nodenet.protocol.keyring import ClusterKey, Keyring
+from nodenet.protocol.members import EventKind, MemberEvent, MemberInfo, MemberStatus
+from nodenet.protocol.membership import Membership
+from nodenet.protocol.messages import (
+    MemberState,
+    PushPull,
+    Verify,
+    decode_message,
+    encode_message,
+    make_tags,
+    unpack,
+)
+from nodenet.protocol.wire import PROTOCOL_MAJOR, PROTOCOL_MINOR, WireCodec, WireLimits
+
+__all__ = ["Daemon", "StartupError"]
+
+log = logging.getLogger("nodenet.daemon")
+REJOIN_FANOUT = 3
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+# --- persistence of the member table ------------------------------------------------------
+
+
+def member_blob(state: MemberState) -> bytes:
+    """A member's signed state as stored: the wire encoding of a one-member PUSH_PULL."""
+    return encode_message(PushPull(join=False, members=(state,)))
+
+
+def member_from_blob(blob: bytes, verify: Verify) -> MemberState | None:
+    """Decode and re-verify a stored member (a tampered file cannot inject claims)."""
+    try:
+        message = decode_message(unpack(blob, max_len=len(blob)), verify)
+    except ProtocolError:
+        return None
+    if isinstance(message, PushPull) and len(message.members) == 1:
+        return message.members[0]
+    return None
+
+
+def read_keyring(path: Path) -> Keyring:
+    """Load the keyring file, refusing one that others can read."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StartupError(
+            f"no keyring at {path}: create one with `nodenet init`, or copy it from a member"
+            " (`nodenet token` on a member, then `nodenet init --token …` here)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"cannot read keyring {path}: {exc}") from exc
+    if mode & 0o077:
+        raise StartupError(
+            f"keyring {path} has mode {mode & 0o777:04o}: the cluster keys are secret;"
+            f" run `chmod 600 {path}`"
+        )
+    try:
+        return Keyring.from_text(text, str(path))
+    except LocalProtocolError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def write_keyring(path: Path, ring: Keyring) -> None:
+    """Replace the keyring file atomically (mode 0600, fsynced)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, ring.to_text().encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def member_json(info: MemberInfo, *, now: float, short_id: str, is_self: bool) -> dict[str, Any]:
+    """A member as the API shows it."""
+    tags = dict(info.tags)
+    return {
+        "id": info.node.text,
+        "short_id": short_id,
+        "name": tags.get("name", info.node.short),
+        "address": str(info.address),
+        "status": info.status.value,
+        "incarnation": info.incarnation,
+        "tags": tags,
+        "self": is_self,
+        "changed_s_ago": round(max(0.0, now - info.changed_at), 3),
+    }
+
+
+class Daemon:
+    """One nodenetd: membership service, state, API, systemd glue."""
+
+    def __init__(
+        self,
+        config: DaemonConfig,
+        *,
+        clock: Clock | None = None,
+        transport: Transport | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self._transport = transport
+        self.notifier = notifier or Notifier.from_environ()
+        self.metrics = Metrics()
+        self.hub = EventHub()
+        self.service: MembershipService | None = None
+        self.store: StateStore | None = None
+        self.api_socket: Path | None = None
+        self._key: nacl.signing.SigningKey | None = None
+        self._lock: StateLock | None = None
+        self._verify = CachingVerifier()
+        self._started_mono = 0.0
+        self._started_wall = 0.0
+        self._shutdown = trio.Event()
+        self._stopping = False
+        self._saved_incarnation = -1
+        self._api_closed = trio.Event()
+        self._store_failed = False
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[MembershipService] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Start everything, serve until `request_shutdown`, then stop gracefully."""
+        c = self.config
+        try:
+            self._lock = acquire_state_lock(c.state_dir)
+        except Exception as exc:  # lock errors carry their own advice
+            raise StartupError(str(exc)) from exc
+        try:
+            await self._run(task_status)
+        finally:
+            if self.store is not None:
+                with trio.CancelScope(shield=True):
+                    await self.store.aclose()
+            self._lock.release()
+
+    async def _run(self, task_status: trio.TaskStatus[MembershipService]) -> None:
+        c = self.config
+        key, created = load_or_create_node_key(c.key_file)
+        self._key = key
+        if created:
+            log.info("created node key %s", c.key_file)
+        if not c.keyring_file.exists():
+            ring = Keyring([ClusterKey.generate()])
+            await trio.to_thread.run_sync(write_keyring, c.keyring_file, ring)
+            log.warning(
+                "no keyring at %s: created one with a new cluster key %s; other nodes need it"
+                " (`nodenet token`)",
+                c.keyring_file,
+                ring.primary.key_id,
+            )
+        ring = read_keyring(c.keyring_file)
+        try:
+            self.store = await trio.to_thread.run_sync(StateStore.open, c.state_dir / "state")
+        except Exception as exc:
+            raise StartupError(str(exc)) from exc
+        blobs = await self.store.load_members()
+        stored_incarnation = await self.store.load_incarnation()
+        states = [s for s in (member_from_blob(b, self._verify) for b in blobs.values()) if s]
+        if len(states) != len(blobs):
+            log.warning("ignored %d unreadable member records", len(blobs) - len(states))
+
+        now = self.clock.now()
+        self._started_mono = now
+        self._started_wall = time.time()
+        core = Membership(
+            key=key,
+            address=c.advertise,
+            now=now,
+            rng=random.Random(int.from_bytes(os.urandom(16), "big")),
+            config=c.membership,
+            tags=c.tags,
+            incarnation=stored_incarnation + 1,
+            seeds=c.seeds,
+        )
+        core.restore(now, states)
+        await self.store.save_incarnation(core.incarnation)
+        self._saved_incarnation = core.incarnation
+        codec = WireCodec(
+            key,
+            ring,
+            limits=WireLimits(max_clock_skew_ms=int(c.max_clock_skew_s * 1000)),
+            verify=None,
+        )
+        transport = self._transport
+        if transport is None:
+            real = UdpTcpTransport(c.bind)
+            try:
+                await real.open()
+            except OSError as exc:
+                raise StartupError(exc.strerror or str(exc)) from exc
+            transport = real
+        self.service = MembershipService(
+            core,
+            codec,
+            transport,
+            clock=self.clock,
+            on_events=self._on_events,
+            on_rtts=self.metrics.observe_rtts,
+        )
+        self.metrics.attach(self.service)
+        log.info(
+            "node %s (%s) on %s, advertising %s; cluster key %s; %d remembered members",
+            core.node_id.text,
+            c.name,
+            transport.local,
+            c.advertise,
+            ring.primary.key_id,
+            len(states),
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.service.run)
+            await nursery.start(self._serve_api)
+            nursery.start_soon(self.notifier.run_watchdog)
+            known = [s.alive.address for s in states if s.status is None]
+            rng = random.Random()
+            targets = list(c.seeds) + rng.sample(known, min(REJOIN_FANOUT, len(known)))
+            if targets:
+                nursery.start_soon(self._join_at_start, targets)
+            self.notifier.ready(self._status_line())
+            task_status.started(self.service)
+            await self._shutdown.wait()
+            await self._stop(nursery)
+
+    async def _join_at_start(self, targets: Sequence[Any]) -> None:
+        assert self.service is not None
+        results = await self.service.join(list(dict.fromkeys(targets)))
+        if all(results):  # every entry is a failure reason
+            log.warning("could not reach any seed or remembered member; will keep retrying")
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a graceful shutdown has begun."""
+        return self._shutdown.is_set()
+
+    def request_shutdown(self) -> None:
+        """Begin a graceful shutdown (SIGTERM, SIGINT, `POST /v1/leave`)."""
+        self._shutdown.set()
+
+    async def _stop(self, nursery: trio.Nursery) -> None:
+        assert self.service is not None
+        self._stopping = True
+        self.notifier.stopping("leaving the cluster")
+        with trio.move_on_after(self.config.shutdown_timeout_s) as scope:
+            spread = await self.service.leave(self.config.leave_timeout_s)
+            log.info("left the cluster (%s)", "LEAVE spread" if spread else "leave timeout reached")
+            self.hub.close()
+            self._api_closed.set()
+            if self.store is not None:
+                await self.store.save_incarnation(self.service.core.incarnation)
+        if scope.cancelled_caught:
+            log.warning("graceful shutdown took longer than %.0f s", self.config.shutdown_timeout_s)
+        nursery.cancel_scope.cancel()
+
+    def reload(self, config: DaemonConfig) -> None:
+        """SIGHUP: apply the reloadable settings (tags, keyring; log level is the caller's)."""
+        assert self.service is not None
+        self.notifier.reloading("reloading configuration")
+        try:
+            ring = read_keyring(config.keyring_file)
+        except StartupError as exc:
+            log.error("reload: keeping the current keyring: %s", exc)
+        else:
+            self.service.codec.keyring = ring
+        if config.tags != self.config.tags:
+            self.service.set_tags(dict(config.tags))
+        self.config = config
+        log.info("reloaded configuration from %s", config.source)
+        self.notifier.ready(self._status_line())
+
+    def _status_line(self) -> str:
+        if self.service is None:
+            return "starting"
+        counts = self._counts()
+        return f"{counts['alive'] + 1} alive, {counts['suspect']} suspect, {counts['dead']} dead"
+
+    # --- API ----------------------------------------------------------------------------
+
+    async def _serve_api(
+        self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        c = self.config
+        try:
+            claim_socket_path(c.api.socket)
+        except Exception as exc:
+            raise StartupError(str(exc)) from exc
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(c.api.socket))
+        os.chmod(c.api.socket, c.api.socket_mode)
+        sock.listen(128)
+        sock.setblocking(False)
+        self.api_socket = c.api.socket
+        hconfig = hypercorn.config.Config()
+        hconfig.bind = [f"fd://{sock.fileno()}"]
+        if c.api.tcp is not None:
+            hconfig.bind.append(str(c.api.tcp))
+        hconfig.accesslog = None
+        hconfig.errorlog = logging.getLogger("nodenet.api")
+        hconfig.graceful_timeout = 2.0
+        hconfig.keep_alive_timeout = 30.0
+        app = wrap(create_app(self))
+        try:
+            await hypercorn.trio.serve(
+                app,  # type: ignore[arg-type]
+                hconfig,
+                shutdown_trigger=self._api_closed.wait,
+                task_status=task_status,
+            )
+        finally:
+            sock.detach()  # hypercorn owns and has closed the descriptor
+            c.api.socket.unlink(missing_ok=True)
+
+    def _counts(self) -> dict[str, int]:
+        assert self.service is not None
+        counts = {s.value: 0 for s in MemberStatus}
+        for member in self.service.core.members():
+            counts[member.status.value] += 1
+        return counts
+
+    def self_info(self) -> dict[str, Any]:
+        """`GET /v1/self`."""
+        assert self.service is not None
+        core, ring = self.service.core, self.service.codec.keyring
+        now = self.clock.now()
+        me = core.self_info(now)
+        return {
+            "id": me.node.text,
+            "short_id": me.node.short,
+            "name": self.config.name,
+            "address": str(me.address),
+            "status": me.status.value,
+            "incarnation": me.incarnation,
+            "tags": dict(me.tags),
+            "awareness": core.awareness,
+            "version": version("nodenetd"),
+            "protocol": f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}",
+            "uptime_s": round(now - self._started_mono, 3),
+            "members": self._counts(),
+            "keyring": {"primary": ring.primary.key_id, "keys": len(ring.keys)},
+        }
+
+    def peers(self) -> list[dict[str, Any]]:
+        """Every member and ourselves."""
+        assert self.service is not None
+        core = self.service.core
+        now = self.clock.now()
+        infos = [core.self_info(now), *core.members()]
+        shorts = short_ids(i.node for i in infos)
+        return [
+            member_json(info, now=now, short_id=shorts[info.node], is_self=index == 0)
+            for index, info in enumerate(infos)
+        ]
+
+    async def join(self, addresses: list[str]) -> list[dict[str, Any]]:
+        """Push-pull with each address."""
+        assert self.service is not None
+        parsed = []
+        for text in addresses:
+            try:
+                parsed.append(parse_address(text))
+            except ValueError as exc:
+                raise ApiError(400, "bad_request", str(exc)) from None
+        failures = await self.service.join(parsed)
+        return [
+            {"address": str(a), "ok": not f, **({"error": f} if f else {})}
+            for a, f in zip(parsed, failures, strict=True)
+        ]
+
+    async def leave(self) -> None:
+        """Spread our LEAVE, then shut down."""
+        assert self.service is not None
+        if self._stopping:
+            raise ApiError(409, "conflict", "already leaving")
+        self.request_shutdown()
+
+    def update_tags(self, set_tags: dict[str, str], delete: list[str]) -> dict[str, str]:
+        """Apply tag changes."""
+        assert self.service is not None
+        if "name" in delete:
+            raise ApiError(400, "bad_request", "the name tag cannot be deleted (set node.name)")
+        tags = dict(self.service.core.self_info(self.clock.now()).tags)
+        for key in delete:
+            tags.pop(key, None)
+        tags.update(set_tags)
+        try:
+            make_tags(tags)
+            self.service.set_tags(tags)
+        except LocalProtocolError as exc:
+            status = 409 if "leaving" in str(exc) else 400
+            raise ApiError(
+                status, "conflict" if status == 409 else "bad_request", str(exc)
+            ) from None
+        return tags
+
+    def keys(self) -> dict[str, Any]:
+        """The keyring by key id."""
+        assert self.service is not None
+        ring = self.service.codec.keyring
+        return {
+            "primary": ring.primary.key_id,
+            "keys": [{"id": k.key_id, "primary": k == ring.primary} for k in ring.keys],
+        }
+
+    def _find_key(self, key_id: str) -> ClusterKey:
+        assert self.service is not None
+        for key in self.service.codec.keyring.keys:
+            if key.key_id == key_id:
+                return key
+        raise ApiError(
+            404, "not_found", f"no installed cluster key has id {key_id!r} (see GET /v1/keys)"
+        )
+
+    async def _change_keyring(self, ring: Keyring, what: str) -> dict[str, Any]:
+        assert self.service is not None
+        await trio.to_thread.run_sync(write_keyring, self.config.keyring_file, ring)
+        self.service.codec.keyring = ring
+        log.info("keyring: %s", what)
+        return self.keys()
+
+    async def install_key(self, key: str) -> dict[str, Any]:
+        """Install a key."""
+        assert self.service is not None
+        try:
+            new = ClusterKey.from_text(key)
+        except LocalProtocolError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        ring = self.service.codec.keyring
+        if new in ring.keys:
+            return self.keys()
+        return await self._change_keyring(ring.install(new), f"installed key {new.key_id}")
+
+    async def use_key(self, key_id: str) -> dict[str, Any]:
+        """Make a key primary."""
+        assert self.service is not None
+        key = self._find_key(key_id)
+        return await self._change_keyring(
+            self.service.codec.keyring.use(key), f"primary is now {key_id}"
+        )
+
+    async def remove_key(self, key_id: str) -> dict[str, Any]:
+        """Remove a secondary key."""
+        assert self.service is not None
+        key = self._find_key(key_id)
+        try:
+            ring = self.service.codec.keyring.remove(key)
+        except LocalProtocolError as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+        return await self._change_keyring(ring, f"removed key {key_id}")
+
+    def health(self) -> tuple[bool, dict[str, str]]:
+        """Readiness checks."""
+        checks = {
+            "membership": "ok" if self.service is not None and not self._stopping else "stopping",
+            "state": "ok" if self.store is not None and not self._store_failed else "failing",
+        }
+        return all(v == "ok" for v in checks.values()), checks
+
+    def metrics_text(self) -> bytes:
+        """Prometheus text."""
+        return self.metrics.render()
+
+    # --- events ---------------------------------------------------------------------------
+
+    def _on_events(self, events: list[MemberEvent]) -> None:
+        assert self.service is not None
+        core = self.service.core
+        self.metrics.observe_events(events)
+        now = self.clock.now()
+        states = {s.alive.node: s for s in core.states()}
+        for event in events:
+            node = event.member.node
+            is_self = node == core.node_id
+            self.hub.publish(
+                "member",
+                {
+                    "kind": event.kind.value,
+                    "member": member_json(
+                        event.member, now=now, short_id=node.short, is_self=is_self
+                    ),
+                    "at": _rfc3339(self._started_wall + (event.at - self._started_mono)),
+                },
+            )
+            log.info("%s %s (%s)", event.kind.value, event.member.name, event.member.address)
+            if self.store is None or is_self:
+                continue
+            if event.kind is EventKind.REAPED:
+                self._save([Delete("members", node)])
+            elif node in states:
+                self._save([Put("members", node, member_blob(states[node]))])
+        if core.incarnation != self._saved_incarnation:
+            self._saved_incarnation = core.incarnation
+            self._save([Put("meta", META_INCARNATION, msgpack.packb(core.incarnation))])
+
+    def _save(self, ops: list[Put | Delete]) -> None:
+        """Queue a membership change for the store; never let the store stop the daemon."""
+        if self.store is None:
+            return
+        try:
+            self.store.write_nowait(ops)
+            self._store_failed = False
+        except trio.WouldBlock:
+            log.warning("state store queue is full; a membership change was not persisted")
+        except StateError as exc:
+            self._store_failed = True
+            log.error("cannot persist membership change: %s", exc)
+
+
+def _rfc3339(timestamp: float) -> str:
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp))
+        + f".{int(timestamp % 1 * 1000):03d}Z"
+    )

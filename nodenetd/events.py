@@ -1,0 +1,87 @@
+"""The event hub: recent membership events with ids, fanned out to API subscribers.
+
+Each event gets an increasing id and is kept in a ring of the last `capacity`, so a client
+that reconnects with `Last-Event-ID` misses nothing that is still held. Subscribers get a
+bounded channel; one that does not keep up is disconnected (and can resume by id) rather
+than allowed to make the daemon buffer without limit.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+__all__ = ["EventHub", "HubEvent"]
+
+
+@dataclass(frozen=True, slots=True)
+class HubEvent:
+    """One event as the API streams it."""
+
+    id: int
+    kind: str
+    """The SSE event name: "member" now ("entry" with the store), "reset" on a gap."""
+    data: dict[str, Any]
+
+
+class EventHub:
+    """Publishes events to subscribers; keeps a ring of recent ones for resumption."""
+
+    def __init__(self, capacity: int = 4096, subscriber_buffer: int = 1024) -> None:
+        self._ring: deque[HubEvent] = deque(maxlen=capacity)
+        self._ids = itertools.count(1)
+        self._subscribers: set[trio.MemorySendChannel[HubEvent]] = set()
+        self._buffer = subscriber_buffer
+
+    @property
+    def last_id(self) -> int:
+        """Id of the newest event (0 before any)."""
+        return self._ring[-1].id if self._ring else 0
+
+    def publish(self, kind: str, data: dict[str, Any]) -> HubEvent:
+        """Record an event and hand it to every subscriber."""
+        event = HubEvent(next(self._ids), kind, data)
+        self._ring.append(event)
+        for channel in list(self._subscribers):
+            try:
+                channel.send_nowait(event)
+            except (trio.WouldBlock, trio.BrokenResourceError):
+                self._subscribers.discard(channel)
+                channel.close()  # too slow: the client reconnects and resumes by id
+        return event
+
+    @asynccontextmanager
+    async def subscribe(
+        self, after: int | None = None
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[HubEvent]]:
+        """A channel of events after id `after` (None: only new ones).
+
+        If events after `after` have already left the ring, the channel starts with a
+        "reset" event so the client knows it missed some."""
+        send, receive = trio.open_memory_channel[HubEvent](self._buffer + len(self._ring) + 1)
+        if after is not None:
+            oldest = self._ring[0].id if self._ring else self.last_id + 1
+            if after + 1 < oldest and after < self.last_id:
+                send.send_nowait(HubEvent(0, "reset", {"missed_after": after, "oldest": oldest}))
+            for event in self._ring:
+                if event.id > after:
+                    send.send_nowait(event)
+        self._subscribers.add(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            self._subscribers.discard(send)
+            send.close()
+
+    def close(self) -> None:
+        """End every subscription (shutdown)."""
+        for channel in self._subscribers:
+            channel.close()
+        self._subscribers.clear()
