@@ -42,6 +42,7 @@ from nodenet.protocol.keyring import ClusterKey, Keyring
 from nodenet.protocol.members import EventKind, MemberEvent, MemberInfo, MemberStatus
 from nodenet.protocol.membership import Membership
 from nodenet.protocol.messages import (
+    Address,
     MemberState,
     PushPull,
     Verify,
@@ -56,6 +57,7 @@ __all__ = ["Daemon", "StartupError"]
 
 log = logging.getLogger("nodenet.daemon")
 REJOIN_FANOUT = 3
+JOIN_RETRY_LIMIT_S = 60.0
 
 
 class StartupError(Exception):
@@ -214,12 +216,21 @@ class Daemon:
         if len(states) != len(blobs):
             log.warning("ignored %d unreadable member records", len(blobs) - len(states))
 
+        transport = self._transport
+        if transport is None:
+            real = UdpTcpTransport(c.bind)
+            try:
+                await real.open()
+            except OSError as exc:
+                raise StartupError(exc.strerror or str(exc)) from exc
+            transport = real
+        advertise = c.advertise
         now = self.clock.now()
         self._started_mono = now
         self._started_wall = time.time()
         core = Membership(
             key=key,
-            address=c.advertise,
+            address=advertise,
             now=now,
             rng=random.Random(int.from_bytes(os.urandom(16), "big")),
             config=c.membership,
@@ -236,14 +247,6 @@ class Daemon:
             limits=WireLimits(max_clock_skew_ms=int(c.max_clock_skew_s * 1000)),
             verify=None,
         )
-        transport = self._transport
-        if transport is None:
-            real = UdpTcpTransport(c.bind)
-            try:
-                await real.open()
-            except OSError as exc:
-                raise StartupError(exc.strerror or str(exc)) from exc
-            transport = real
         self.service = MembershipService(
             core,
             codec,
@@ -258,7 +261,7 @@ class Daemon:
             core.node_id.text,
             c.name,
             transport.local,
-            c.advertise,
+            advertise,
             ring.primary.key_id,
             len(states),
         )
@@ -276,11 +279,28 @@ class Daemon:
             await self._shutdown.wait()
             await self._stop(nursery)
 
-    async def _join_at_start(self, targets: Sequence[Any]) -> None:
+    async def _join_at_start(self, targets: Sequence[Address]) -> None:
+        """Join seeds and remembered members, retrying with backoff while we are alone.
+
+        Nodes of a cluster often start together; the first attempt may find the seed not
+        listening yet. After `JOIN_RETRY_LIMIT_S` the core's reconnect loop takes over."""
         assert self.service is not None
-        results = await self.service.join(list(dict.fromkeys(targets)))
-        if all(results):  # every entry is a failure reason
-            log.warning("could not reach any seed or remembered member; will keep retrying")
+        unique = list(dict.fromkeys(targets))
+        delay = 0.5
+        waited = 0.0
+        while True:
+            results = await self.service.join(unique)
+            if not all(results) or self.service.core.cluster_size() > 1:
+                return
+            if waited >= JOIN_RETRY_LIMIT_S:
+                log.warning(
+                    "could not reach any seed or remembered member; retrying every %.0f s",
+                    self.config.membership.reconnect_interval_s,
+                )
+                return
+            await trio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 2.0)
 
     @property
     def stopping(self) -> bool:

@@ -15,7 +15,7 @@ from nodenet.protocol.members import EventKind
 from nodenet.simulations.cluster import Cluster
 from nodenet.simulations.node import SimNode
 
-__all__ = ["Bounds", "ClusterHarness"]
+__all__ = ["Bounds", "ClusterHarness", "profile_bounds"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,21 +41,24 @@ class Bounds:
         return 3 * probe_interval_s + self.suspicion_min + self.dissemination
 
 
+def profile_bounds(c: MembershipConfig, n: int) -> Bounds:
+    """The bounds a profile implies at cluster size `n`."""
+    minimum = suspicion_timeout(c.suspicion_mult, n, c.probe_interval_s)
+    return Bounds(
+        ring_cycle=(n - 1) * c.probe_interval_s,
+        suspicion_min=minimum,
+        suspicion_max=c.suspicion_max_timeout_mult * minimum,
+        dissemination=retransmit_limit(c.retransmit_mult, n) * c.gossip_interval_s
+        + math.ceil(math.log2(n)) * c.gossip_interval_s,
+    )
+
+
 class ClusterHarness(Cluster):
     """A `Cluster` with the assertions membership tests need."""
 
     def bounds(self, n: int | None = None, config: MembershipConfig | None = None) -> Bounds:
         """The bounds of this cluster's profile at size `n` (default: current size)."""
-        c = config or self.config
-        n = n or len(self.nodes)
-        minimum = suspicion_timeout(c.suspicion_mult, n, c.probe_interval_s)
-        return Bounds(
-            ring_cycle=(n - 1) * c.probe_interval_s,
-            suspicion_min=minimum,
-            suspicion_max=c.suspicion_max_timeout_mult * minimum,
-            dissemination=retransmit_limit(c.retransmit_mult, n) * c.gossip_interval_s
-            + math.ceil(math.log2(n)) * c.gossip_interval_s,
-        )
+        return profile_bounds(config or self.config, n or len(self.nodes))
 
     def declared_dead(self, subjects: list[SimNode], since: float = 0.0) -> list[str]:
         """Names of `subjects` that anyone declared DEAD after `since`."""
