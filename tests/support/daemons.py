@@ -126,13 +126,20 @@ class DaemonProcess:
         self.log_path = self.directory / "nodenetd.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, *, wait: bool = True, extra_args: list[str] = ()) -> DaemonProcess:  # type: ignore[assignment]
+    def start(
+        self,
+        *,
+        wait: bool = True,
+        extra_args: list[str] = (),  # type: ignore[assignment]
+        env: dict[str, str] | None = None,
+    ) -> DaemonProcess:
         log = self.log_path.open("ab")
-        env = {
+        base = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("NODENET_", "NOTIFY_SOCKET", "JOURNAL_STREAM"))
+            if not k.startswith(("NODENET_", "NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_"))
         }
+        env = {**base, **(env or {})}
         self.process = subprocess.Popen(
             [
                 sys.executable,
