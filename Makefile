@@ -46,9 +46,11 @@ soak: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/codec.py
+	$(BIN)/python benchmarks/membership.py
 
+# Three real daemons on 127.0.0.1, watched until Ctrl-C (README: "A 60-second tour").
 demo: $(STAMP)
-	$(BIN)/python -m nodenet.cli.demo .demo
+	$(BIN)/nodenet dev --nodes 3
 
 clean:
 	rm -rf build .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -58,15 +56,3 @@ def test_when_version_then_prints_it():
 
 def test_given_a_usage_error_then_exit_2():
     assert runner.invoke(app, ["no-such-command"]).exit_code == 2
-
-
-def test_when_the_demo_runs_then_each_node_verifies_the_previous_ones_datagram(tmp_path: Path):
-    result = subprocess.run(
-        [sys.executable, "-m", "nodenet.cli.demo", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert result.stdout.count("verified") == 3
-    assert len(list(tmp_path.glob("node*/node.key"))) == 3

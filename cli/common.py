@@ -1,0 +1,78 @@
+"""What every `nodenet` command shares: its options, exit codes and error reporting.
+
+Exit codes (DESIGN §5): 0 success, 1 the request failed (the API's message is printed),
+2 usage error (typer's own), 69 (EX_UNAVAILABLE from sysexits.h) the daemon did not answer,
+with a one-line hint and never a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from nodenet.cli.client import DEFAULT_TIMEOUT_S, ApiClient, ApiError, Query, Unreachable
+
+__all__ = [
+    "EX_UNAVAILABLE",
+    "Api",
+    "AsJson",
+    "call",
+    "connect",
+    "fail",
+    "unavailable",
+]
+
+EX_UNAVAILABLE = 69
+
+Api = Annotated[
+    str | None,
+    typer.Option(
+        "--api",
+        envvar="NODENET_API",
+        metavar="SOCKET|URL",
+        help="nodenetd's API: a unix socket path or http://127.0.0.1:PORT",
+        show_default="$XDG_RUNTIME_DIR/nodenet/api.sock; /run/nodenet/api.sock as root",
+    ),
+]
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print the API's JSON answer instead of text.")
+]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `nodenet: message` on stderr; raise the returned Exit to stop with `code`."""
+    typer.echo(f"nodenet: {message}", err=True)
+    return typer.Exit(code)
+
+
+def unavailable(error: Unreachable) -> typer.Exit:
+    """The one-line hint for a daemon that does not answer, and exit 69."""
+    return fail(error.hint, EX_UNAVAILABLE)
+
+
+def connect(api: str | None, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> ApiClient:
+    """A client for `--api` (or its default); a malformed address is a usage error."""
+    try:
+        return ApiClient(api, timeout_s=timeout_s)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--api") from None
+
+
+def call(
+    api: str | None,
+    method: str,
+    path: str,
+    body: Any = None,
+    query: Query | None = None,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> Any:
+    """One request; on failure print the message or hint and exit 1 or 69."""
+    client = connect(api, timeout_s=timeout_s)
+    try:
+        return client.request(method, path, body, query)
+    except Unreachable as exc:
+        raise unavailable(exc) from None
+    except ApiError as exc:
+        raise fail(exc.message) from None

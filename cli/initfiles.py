@@ -1,0 +1,78 @@
+"""The files `nodenet init` writes besides the node key: the TOML config and the keyring.
+
+Both are written through a temporary file and a rename, so an interrupted `init` leaves
+either the old file or the new one, never half of one. The keyring holds the cluster's
+secret keys and is created with mode 0600. The config only uses keys that
+`nodenet.daemon.config.load_config` accepts; a test loads what is written with it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["render_config", "toml_string", "write_atomically"]
+
+
+def toml_string(text: str) -> str:
+    """`text` as a TOML basic string (quotes, backslashes and control characters escaped)."""
+    out = []
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def render_config(
+    *,
+    name: str,
+    state_dir: Path,
+    bind: str,
+    port: int,
+    advertise: str | None,
+    seeds: Sequence[str],
+    keyring_file: Path,
+) -> str:
+    """The config file text for these settings (all paths should be absolute)."""
+    network = [f"bind = {toml_string(bind)}", f"port = {port}"]
+    if advertise:
+        network.append(f"advertise = {toml_string(advertise)}")
+    network.append(f"seeds = [{', '.join(toml_string(s) for s in seeds)}]")
+    lines = [
+        "# nodenet configuration, written by `nodenet init`.",
+        "# Start the node with: nodenetd --config <this file>",
+        "",
+        "[node]",
+        f"name = {toml_string(name)}",
+        f"state_dir = {toml_string(str(state_dir))}",
+        "",
+        "[network]",
+        *network,
+        "",
+        "[cluster]",
+        f"keyring_file = {toml_string(str(keyring_file))}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path: Path, text: str, *, mode: int) -> None:
+    """Replace `path` with `text` (created with `mode`, less the umask); OSError on failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        try:
+            data = memoryview(text.encode("utf-8"))
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

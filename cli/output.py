@@ -1,0 +1,164 @@
+"""How the `nodenet` commands print API answers: plain aligned columns and short summaries.
+
+Human output is meant for reading and for `grep`/`awk`: columns separated by two spaces,
+no trailing blanks, no colour unless stdout is a terminal (and `NO_COLOR` is unset).
+Scripts should use `--json`, which prints the API's answer as it came.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any
+
+__all__ = [
+    "columns",
+    "format_duration",
+    "format_join",
+    "format_keys",
+    "format_peers",
+    "format_self",
+    "format_tags",
+    "to_json",
+    "wants_colour",
+]
+
+GAP = "  "
+STATUS_COLOURS = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "bright_black"}
+
+Paint = Callable[[int, str], str]
+"""(column index, cell text) → the text to print, e.g. with colour codes around it."""
+
+
+def wants_colour(stream: IO[str], environ: Mapping[str, str] | None = None) -> bool:
+    """Colour only for a terminal, and never with `NO_COLOR` set or `TERM=dumb`."""
+    env = os.environ if environ is None else environ
+    if "NO_COLOR" in env or env.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _width(text: str) -> int:
+    """Columns `text` takes on a terminal: wide East Asian characters count twice."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
+def columns(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], *, paint: Paint | None = None
+) -> str:
+    """Left-aligned columns, two spaces apart, headers first; `paint` styles body cells."""
+    widths = [_width(h) for h in headers]
+    for row in rows:
+        widths = [max(w, _width(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = []
+    for number, row in enumerate([headers, *rows]):
+        cells = []
+        for index, cell in enumerate(row):
+            shown = paint(index, cell) if paint and number else cell
+            cells.append(shown + " " * (widths[index] - _width(cell)))
+        lines.append(GAP.join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def format_tags(tags: Mapping[str, str], *, skip: Sequence[str] = ("name",)) -> str:
+    """`k=v,k=v` sorted by key, leaving out `skip` (the name has its own column)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(tags.items()) if k not in skip)
+
+
+def format_peers(peers: Sequence[Mapping[str, Any]], *, colour: bool = False) -> str:
+    """The `nodenet peers` table: NAME ID ADDRESS STATUS TAGS, sorted by name."""
+    rows = [
+        [
+            str(p.get("name", "")),
+            str(p.get("short_id") or str(p.get("id", ""))[:10]),
+            str(p.get("address", "")),
+            str(p.get("status", "")),
+            format_tags(p.get("tags") or {}),
+        ]
+        for p in sorted(peers, key=lambda p: (str(p.get("name", "")), str(p.get("id", ""))))
+    ]
+    paint: Paint | None = None
+    if colour:
+        import typer
+
+        def status_colour(index: int, cell: str) -> str:
+            if index == 3 and cell in STATUS_COLOURS:
+                return typer.style(cell, fg=STATUS_COLOURS[cell])
+            return cell
+
+        paint = status_colour
+
+    return columns(["NAME", "ID", "ADDRESS", "STATUS", "TAGS"], rows, paint=paint)
+
+
+def format_duration(seconds: float) -> str:
+    """A rough human duration: 42s, 5m 3s, 3h 12m, 2d 4h."""
+    whole = max(0, int(seconds))
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def format_self(node: Mapping[str, Any]) -> str:
+    """The `nodenet status` summary of GET /v1/self, one `label  value` line per fact."""
+    members = node.get("members") or {}
+    keyring = node.get("keyring") or {}
+    awareness = node.get("awareness", "?")
+    health = "healthy" if awareness == 0 else "slow to answer probes; timeouts are stretched"
+    counts = ", ".join(
+        f"{members.get(state, 0)} {state}" for state in ("alive", "suspect", "dead", "left")
+    )
+    uptime = node.get("uptime_s")
+    facts = [
+        ("name", node.get("name", "?")),
+        ("id", node.get("id", "?")),
+        ("address", node.get("address", "?")),
+        ("status", f"{node.get('status', '?')}, incarnation {node.get('incarnation', '?')}"),
+        ("awareness", f"{awareness} ({health})"),
+        ("members", counts),
+        ("tags", format_tags(node.get("tags") or {}) or "-"),
+        ("keyring", f"primary {keyring.get('primary', '?')}, {keyring.get('keys', '?')} key(s)"),
+        ("uptime", format_duration(uptime) if isinstance(uptime, int | float) else "?"),
+        ("version", f"{node.get('version', '?')} (protocol {node.get('protocol', '?')})"),
+    ]
+    width = max(len(label) for label, _ in facts)
+    return "\n".join(f"{label:<{width}}{GAP}{value}" for label, value in facts)
+
+
+def format_join(answer: Mapping[str, Any]) -> str:
+    """One line per address of a POST /v1/join answer, then how many joined."""
+    results = answer.get("results") or []
+    rows = [
+        [
+            str(r.get("address", "?")),
+            "joined" if r.get("ok") else f"failed: {r.get('error') or 'unknown error'}",
+        ]
+        for r in results
+    ]
+    body = columns(["ADDRESS", "RESULT"], rows)
+    return f"{body}\njoined {answer.get('joined', 0)} of {len(results)}"
+
+
+def format_keys(answer: Mapping[str, Any]) -> str:
+    """The `nodenet keys list` table: ID ROLE, primary first."""
+    keys = sorted(answer.get("keys") or [], key=lambda k: not k.get("primary"))
+    rows = [[str(k.get("id", "?")), "primary" if k.get("primary") else "secondary"] for k in keys]
+    return columns(["ID", "ROLE"], rows)
+
+
+def to_json(data: Any) -> str:
+    """The API's answer for scripts, indented, keys in the order the daemon sent them."""
+    return json.dumps(data, indent=2, ensure_ascii=False)
