@@ -450,8 +450,10 @@ class Daemon:
     def update_tags(self, set_tags: dict[str, str], delete: list[str]) -> dict[str, str]:
         """Apply tag changes."""
         assert self.service is not None
-        if "name" in delete:
-            raise ApiError(400, "bad_request", "the name tag cannot be deleted (set node.name)")
+        if "name" in delete or "name" in set_tags:
+            raise ApiError(
+                400, "bad_request", "the name tag follows node.name: change it in the config"
+            )
         tags = dict(self.service.core.self_info(self.clock.now()).tags)
         for key in delete:
             tags.pop(key, None)
