@@ -1,16 +1,17 @@
 """The files `nodenet init` writes besides the node key: the TOML config and the keyring.
 
-Both are written through a temporary file and a rename, so an interrupted `init` leaves
-either the old file or the new one, never half of one. The keyring holds the cluster's
+Both are written with `nodenet.daemon.files.write_atomically`, so an interrupted `init`
+leaves either the old file or the new one, never half of one. The keyring holds the cluster's
 secret keys and is created with mode 0600. The config only uses keys that
 `nodenet.daemon.config.load_config` accepts; a test loads what is written with it.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
+
+from nodenet.daemon.files import write_atomically
 
 __all__ = ["render_config", "toml_string", "write_atomically"]
 
@@ -58,21 +59,3 @@ def render_config(
         f"keyring_file = {toml_string(str(keyring_file))}",
     ]
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path: Path, text: str, *, mode: int) -> None:
-    """Replace `path` with `text` (created with `mode`, less the umask); OSError on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        try:
-            data = memoryview(text.encode("utf-8"))
-            while data:
-                data = data[os.write(fd, data) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

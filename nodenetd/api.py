@@ -235,9 +235,9 @@ def create_app(daemon: DaemonApi) -> FastAPI:
         joined = sum(1 for r in results if r["ok"])
         if not joined:
             detail = "; ".join(f"{r['address']}: {r.get('error', '?')}" for r in results)
-            response = _error(502, "join_failed", f"could not join through any address: {detail}")
-            body = {"error": json.loads(response.body)["error"], "joined": 0, "results": results}
-            return JSONResponse(body, status_code=502)
+            message = f"could not join through any address: {detail}"
+            body = {"error": {"code": "join_failed", "message": message}, "joined": 0}
+            return JSONResponse({**body, "results": results}, status_code=502)
         return JSONResponse({"joined": joined, "results": results})
 
     @app.post("/v1/leave", summary="Leave the cluster gracefully and stop the daemon")

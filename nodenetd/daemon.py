@@ -29,6 +29,7 @@ import trio
 from nodenet.daemon.api import ApiError, create_app, wrap
 from nodenet.daemon.config import DaemonConfig, parse_address
 from nodenet.daemon.events import EventHub
+from nodenet.daemon.files import write_atomically
 from nodenet.daemon.keyfile import load_or_create_node_key
 from nodenet.daemon.lock import StateLock, acquire_state_lock, claim_socket_path
 from nodenet.daemon.metrics import Metrics
@@ -109,19 +110,7 @@ def read_keyring(path: Path) -> Keyring:
 def write_keyring(path: Path, ring: Keyring) -> None:
     """Replace the keyring file atomically (mode 0600, fsynced)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, ring.to_text().encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(path, ring.to_text(), mode=0o600)
 
 
 def member_json(info: MemberInfo, *, now: float, short_id: str, is_self: bool) -> dict[str, Any]:

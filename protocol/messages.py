@@ -343,10 +343,9 @@ class PingReq(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Ack(Message):
-    """Answer to PING (directly, or relayed by the member that got the PING_REQ)."""
+class _SeqOnly(Message):
+    """A message whose only field is a probe sequence number."""
 
-    TYPE: ClassVar[MessageType] = MessageType.ACK
     seq: int
 
     def __post_init__(self) -> None:
@@ -356,28 +355,23 @@ class Ack(Message):
         return (self.seq,)
 
     @classmethod
-    def from_fields(cls, fields: tuple[Any, ...], verify: Verify) -> Ack:
-        _need(fields, 1, "ACK")
+    def from_fields(cls, fields: tuple[Any, ...], verify: Verify) -> Message:
+        _need(fields, 1, cls.TYPE.name)
         return cls(seq=fields[0])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Nack(Message):
+class Ack(_SeqOnly):
+    """Answer to PING (directly, or relayed by the member that got the PING_REQ)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.ACK
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Nack(_SeqOnly):
     """From an indirect prober: "I am alive but got no ACK from the target" (Lifeguard)."""
 
     TYPE: ClassVar[MessageType] = MessageType.NACK
-    seq: int
-
-    def __post_init__(self) -> None:
-        _uint(self.seq, "seq", UINT32_MAX)
-
-    def fields_to_wire(self) -> tuple[Any, ...]:
-        return (self.seq,)
-
-    @classmethod
-    def from_fields(cls, fields: tuple[Any, ...], verify: Verify) -> Nack:
-        _need(fields, 1, "NACK")
-        return cls(seq=fields[0])
 
 
 # --- signed membership claims -----------------------------------------------------------
@@ -684,10 +678,9 @@ class Entry(Message):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EntryAnnounce(Message):
-    """Ids of entries the sender has (too large to piggyback); pull the ones you lack."""
+class _IdList(Message):
+    """A message whose only field is a list of entry ids."""
 
-    TYPE: ClassVar[MessageType] = MessageType.ENTRY_ANNOUNCE
     ids: tuple[bytes, ...]
 
     def __post_init__(self) -> None:
@@ -697,28 +690,23 @@ class EntryAnnounce(Message):
         return (self.ids,)
 
     @classmethod
-    def from_fields(cls, fields: tuple[Any, ...], verify: Verify) -> EntryAnnounce:
-        _need(fields, 1, "ENTRY_ANNOUNCE")
+    def from_fields(cls, fields: tuple[Any, ...], verify: Verify) -> Message:
+        _need(fields, 1, cls.TYPE.name)
         return cls(ids=fields[0])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EntryRequest(Message):
+class EntryAnnounce(_IdList):
+    """Ids of entries the sender has (too large to piggyback); pull the ones you lack."""
+
+    TYPE: ClassVar[MessageType] = MessageType.ENTRY_ANNOUNCE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntryRequest(_IdList):
     """Asks for entries by id; answered with ENTRY messages over TCP."""
 
     TYPE: ClassVar[MessageType] = MessageType.ENTRY_REQUEST
-    ids: tuple[bytes, ...]
-
-    def __post_init__(self) -> None:
-        _ids(self.ids, "ids")
-
-    def fields_to_wire(self) -> tuple[Any, ...]:
-        return (self.ids,)
-
-    @classmethod
-    def from_fields(cls, fields: tuple[Any, ...], verify: Verify) -> EntryRequest:
-        _need(fields, 1, "ENTRY_REQUEST")
-        return cls(ids=fields[0])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
