@@ -27,19 +27,20 @@ from nodenet.protocol.keyring import ClusterKey, Keyring
 CLUSTER_KEY = ClusterKey(b"\x42" * 32)
 
 
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 right now."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP on `host` (a loopback address) right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
+        with socket.socket(family, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, 0))
             port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            with socket.socket(family, socket.SOCK_STREAM) as tcp:
                 try:
-                    tcp.bind(("127.0.0.1", port))
+                    tcp.bind((host, port))
                 except OSError:
                     continue
                 return port
-    raise RuntimeError("no free port pair on 127.0.0.1")
+    raise RuntimeError(f"no free port pair on {host}")
 
 
 def short_tmpdir() -> Path:
@@ -56,12 +57,13 @@ def node_dir(
     ring: Keyring | None = None,
     profile: str = "local",
     extra: str = "",
+    bind: str = "127.0.0.1",
 ) -> Path:
     """Create a node's state dir, keyring and config; return the config path."""
     directory = root / name
     directory.mkdir(parents=True, exist_ok=True)
     write_keyring(directory / "keyring", ring or Keyring([CLUSTER_KEY]))
-    port = port or free_port()
+    port = port or free_port(bind)
     config = directory / "nodenet.toml"
     config.write_text(
         f"""
@@ -70,7 +72,7 @@ name = "{name}"
 state_dir = "{directory}"
 
 [network]
-bind = "127.0.0.1"
+bind = "{bind}"
 port = {port}
 seeds = {json.dumps(list(seeds))}
 

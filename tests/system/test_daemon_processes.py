@@ -7,6 +7,7 @@ directory, polls with deadlines (no fixed sleeps), and stops everything at the e
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -148,3 +149,32 @@ def test_a_second_daemon_on_the_same_state_directory_refuses_to_start(root, proc
     assert second.wait(timeout=30) == 75
     assert "another nodenetd" in second.log()
     assert first.ready()  # the first one is untouched
+
+
+def _ipv6_loopback() -> str | None:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        return f"this machine has no IPv6 loopback (::1): {exc}"
+    return None
+
+
+def test_daemons_on_ipv6_loopback_converge(root, processes):
+    missing = _ipv6_loopback()
+    if missing:
+        pytest.skip(missing)
+    seed_port = free_port("::1")
+    a = DaemonProcess(node_dir(root, "a6", port=seed_port, bind="::1"))
+    b = DaemonProcess(node_dir(root, "b6", seeds=[f"[::1]:{seed_port}"], bind="::1"))
+    processes.extend([a, b])
+    a.start()
+    b.start()
+    wait_until(
+        lambda: a.peers().get("b6") == "alive" and b.peers().get("a6") == "alive",
+        timeout=30,
+        what="IPv6 join",
+    )
+    with a.api() as client:
+        addresses = {p["name"]: p["address"] for p in client.get("/v1/peers").json()["peers"]}
+    assert addresses["b6"].startswith("[::1]:")
