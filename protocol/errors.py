@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "BadSignature",
     "ClockSkew",
+    "FromTheFuture",
     "LocalProtocolError",
     "MalformedMessage",
     "ProtocolError",
@@ -63,6 +64,12 @@ class ClockSkew(RemoteProtocolError):
     """The sender's clock differs from ours by more than the allowed skew (or it is a replay)."""
 
     reason = "clock_skew"
+
+
+class FromTheFuture(RemoteProtocolError):
+    """A store entry is stamped too far ahead of our clock (a wrong clock or a forgery)."""
+
+    reason = "future"
 
 
 class UnsupportedVersion(RemoteProtocolError):

@@ -24,6 +24,7 @@ from nodenet.protocol.errors import LocalProtocolError
 
 __all__ = [
     "CLAIM_CONTEXT",
+    "ENTRY_CONTEXT",
     "ENVELOPE_CONTEXT",
     "KEY_FILE_TAG",
     "SHORT_ID_LEN",
@@ -207,6 +208,7 @@ def check_key_file_mode(mode: int, path: str) -> None:
 SIGNATURE_LEN = 64
 ENVELOPE_CONTEXT = b"nodenet/envelope/v1\x00"
 CLAIM_CONTEXT = b"nodenet/claim/v1\x00"
+ENTRY_CONTEXT = b"nodenet/entry/v1\x00"
 
 
 def sign(key: nacl.signing.SigningKey, context: bytes, data: bytes) -> bytes:
