@@ -49,9 +49,9 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import lmdb
 import msgpack
@@ -63,6 +63,7 @@ __all__ = [
     "DATABASES",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "Apply",
     "Delete",
     "Op",
     "Put",
@@ -76,7 +77,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION: Final = 1
-DATABASES: Final = ("meta", "members")
+DATABASES: Final = ("meta", "members", "entries", "heads", "summary", "tombstones")
 MAX_DBS: Final = 16  # room for the replicated store's databases without a format change
 META_SCHEMA: Final = b"schema"
 META_INCARNATION: Final = b"incarnation"
@@ -116,7 +117,18 @@ class Delete:
         _check_key(self.db, self.key)
 
 
-Op: TypeAlias = Put | Delete
+@dataclass(frozen=True, slots=True, eq=False)
+class Apply:
+    """Run `fn(txn, dbs)` inside the write transaction, atomically with the rest of the batch.
+
+    For read-modify-write logic (the store's last-writer-wins ingest). `fn` runs on the
+    writer thread and may run again if the batch is retried, so it must only act through
+    `txn`. Its return value is what `write` returns for it."""
+
+    fn: Callable[[lmdb.Transaction[bytes], Mapping[str, lmdb._Database]], Any]
+
+
+Op: TypeAlias = Put | Delete | Apply
 Migration: TypeAlias = Callable[["lmdb.Transaction[bytes]", Mapping[str, "lmdb._Database"]], None]
 
 # MIGRATIONS[v] upgrades schema v to v + 1 inside the open transaction. None exist yet.
@@ -217,6 +229,7 @@ class _Waiter:
     token: trio.lowlevel.TrioToken
     done: trio.Event
     error: str | None = None
+    results: list[Any] = field(default_factory=list)
 
 
 @dataclass(slots=True, eq=False)
@@ -308,15 +321,17 @@ class StateStore:
         when `max_queued_ops` operations are already waiting."""
         self._enqueue(ops, None, bounded=True)
 
-    async def write(self, ops: Iterable[Op]) -> None:
+    async def write(self, ops: Iterable[Op]) -> list[Any]:
         """Apply `ops` atomically; return once they are committed and synced to disk.
 
-        Cancelling the wait does not withdraw the write: it may still be committed."""
+        Returns what each `Apply` op returned, in order. Cancelling the wait does not
+        withdraw the write: it may still be committed."""
         waiter = _Waiter(trio.lowlevel.current_trio_token(), trio.Event())
         self._enqueue(ops, waiter, bounded=False)
         await waiter.done.wait()
         if waiter.error is not None:
             raise StateError(waiter.error)
+        return waiter.results
 
     async def flush(self) -> None:
         """Commit everything queued so far (including `write_nowait` ops) and wait for it."""
@@ -337,8 +352,10 @@ class StateStore:
     def _enqueue(self, ops: Iterable[Op], waiter: _Waiter | None, *, bounded: bool) -> None:
         batch = tuple(ops)
         for op in batch:
-            if not isinstance(op, Put | Delete):
-                raise TypeError(f"state operations are Put or Delete, got {op!r}")
+            if not isinstance(op, Put | Delete | Apply):
+                raise TypeError(f"state operations are Put, Delete or Apply, got {op!r}")
+            if isinstance(op, Apply):
+                continue
             if len(op.key) > self._max_key_size:
                 raise ValueError(
                     f"state key in {op.db!r} is {len(op.key)} bytes; LMDB allows at most"
@@ -398,6 +415,21 @@ class StateStore:
         """Our last recorded incarnation (0 if none)."""
         raw = await self.get("meta", META_INCARNATION)
         return 0 if raw is None else _decode_int(raw, "incarnation", self.path)
+
+    @contextmanager
+    def reader(self) -> Iterator[tuple[lmdb.Transaction[bytes], Mapping[str, lmdb._Database]]]:
+        """A read transaction and the databases, for several reads that must agree.
+
+        Blocking: use it in a worker thread, and keep it short (one request, one
+        reconciliation round): while it is open the map cannot grow."""
+        with self._rw.shared():
+            if self._env_closed:
+                raise StateError(f"state store {self.path} is closed")
+            try:
+                with self._env.begin() as txn:
+                    yield txn, self._dbs
+            except lmdb.Error as exc:
+                raise StateError(f"cannot read state store {self.path}: {exc}") from exc
 
     @contextmanager
     def _reading(self, db: str) -> Iterator[lmdb.Transaction[bytes]]:
@@ -533,13 +565,20 @@ class StateStore:
         dbs = self._dbs
         while True:
             try:
+                results: list[list[Any]] = []
                 with self._env.begin(write=True) as txn:
                     for request in batch:
+                        results.append(outcome := [])
                         for op in request.ops:
                             if isinstance(op, Put):
                                 txn.put(op.key, op.value, db=dbs[op.db])
-                            else:
+                            elif isinstance(op, Delete):
                                 txn.delete(op.key, db=dbs[op.db])
+                            else:
+                                outcome.append(op.fn(txn, dbs))
+                for request, outcome in zip(batch, results, strict=True):
+                    if request.waiter is not None:
+                        request.waiter.results = outcome
                 return None
             except lmdb.MapFullError:
                 if not self._grow():

@@ -30,7 +30,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -179,6 +179,11 @@ class Membership:
         self._ring_index = 0
         self._awareness = Awareness(self.config.awareness_max_multiplier)
         self._broadcasts = BroadcastQueue(
+            retransmit_mult=self.config.retransmit_mult, max_items=self.config.max_broadcasts
+        )
+        # Store updates ride along too, but only in the room membership updates leave:
+        # knowing who is alive must never wait behind a burst of writes.
+        self._payloads = BroadcastQueue(
             retransmit_mult=self.config.retransmit_mult, max_items=self.config.max_broadcasts
         )
         self._timers: list[_Timer] = []
@@ -383,8 +388,21 @@ class Membership:
     def _send(self, address: Address, messages: Sequence[Message]) -> None:
         """Queue a datagram, filling the room left with piggybacked updates."""
         room = self._datagram_budget - sum(len(encode_message(m)) for m in messages)
-        extra = self._broadcasts.take(room, self.cluster_size())
-        self._outputs.append(Datagram(address, (*messages, *extra)))
+        self._outputs.append(Datagram(address, (*messages, *self._take_updates(room))))
+
+    def _take_updates(self, room: int) -> list[Message]:
+        """Queued updates that fit in `room` bytes: membership first, then store payloads."""
+        n = self.cluster_size()
+        updates = self._broadcasts.take(room, n)
+        room -= sum(len(encode_message(m)) for m in updates)
+        return updates + self._payloads.take(room, n)
+
+    def broadcast(self, message: Message, key: Hashable | None = None) -> None:
+        """Queue a store update (ENTRY, ENTRY_ANNOUNCE) for piggybacking and gossip.
+
+        It is sent `retransmit_mult · ceil(log10(N+1))` times, in whatever room membership
+        updates leave; an update with the same `key` replaces a queued one."""
+        self._payloads.queue(message, key)
 
     def _exchange(
         self,
@@ -689,7 +707,7 @@ class Membership:
     def _tick_gossip(self, now: float, *, reschedule: bool = True) -> None:
         if reschedule:
             self._at(now + self.config.gossip_interval_s, self._tick_gossip)
-        if not len(self._broadcasts):
+        if not len(self._broadcasts) and not len(self._payloads):
             return
         recent_dead = now - self.config.gossip_to_the_dead_s
         targets = [
@@ -698,7 +716,7 @@ class Membership:
             if m.status in _LIVE or (m.status is MemberStatus.DEAD and m.changed_at > recent_dead)
         ]
         for member in self._rng.sample(targets, min(self.config.gossip_nodes, len(targets))):
-            updates = self._broadcasts.take(self._datagram_budget, self.cluster_size())
+            updates = self._take_updates(self._datagram_budget)
             if not updates:
                 break
             self.stats.gossip_datagrams += 1

@@ -1,0 +1,201 @@
+"""Replication policy of the store, sans-IO: eager push, announce and pull, anti-entropy.
+
+Theory of operation
+-------------------
+Every entry reaches every member two ways. *Eager*: a new entry (written here, or newly
+stored from a peer) is gossiped on the membership core's datagrams: small ones whole
+(ENTRY), large ones as an id (ENTRY_ANNOUNCE) that receivers pull over TCP from the node
+that announced it. Re-gossiping what we newly store makes this an epidemic: it reaches
+everyone in O(log N) rounds with high probability. *Anti-entropy*: every `sync_interval_s`,
+and right after a member joins or comes back (a restart, a healed partition), we reconcile
+the whole store with one member (`reconcile.py`), which repairs whatever gossip missed.
+
+Like the membership core, the replicator does no I/O; storage is the driver's. It asks for
+work as outputs and is told the results:
+
+* `Ingest(source, entries)`: decode, verify and store these entry bytes; report the ones
+  that became new heads with `stored(...)`;
+* `Lookup(source, ids)`: which of these ids do we lack? report them with `missing(...)`;
+* `Pull(address, ids)`: fetch these entries from `address` (ENTRY_REQUEST over TCP), then
+  ingest them;
+* `Sync(address)`: run one reconciliation session with `address`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from nodenet.protocol.entries import SignedEntry
+from nodenet.protocol.errors import LocalProtocolError
+from nodenet.protocol.identity import NodeId
+from nodenet.protocol.members import EventKind, MemberEvent, MemberStatus
+from nodenet.protocol.membership import Membership
+from nodenet.protocol.messages import MAX_IDS, Address, Entry, EntryAnnounce, Message
+
+__all__ = ["Ingest", "Lookup", "Pull", "ReplicationConfig", "Replicator", "Sync"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicationConfig:
+    """Timing and sizes of store replication."""
+
+    sync_interval_s: float = 10.0
+    """Anti-entropy period: the bound on how long an entry gossip missed stays missing."""
+    sync_after_join_s: float = 0.5
+    """Delay before reconciling with a member that just joined or came back (a restart,
+    a healed partition), so that a burst of joins is not a burst of sessions at once."""
+    piggyback_max_bytes: int = 1000
+    """Entries up to this size ride whole on gossip datagrams (1,245 bytes of room at
+    most); larger ones are announced by id and pulled over TCP."""
+
+    def __post_init__(self) -> None:
+        if not self.sync_interval_s > 0 or not self.sync_after_join_s >= 0:
+            raise LocalProtocolError("store.sync_interval_s must be positive")
+        if not 64 <= self.piggyback_max_bytes <= 1200:
+            raise LocalProtocolError("store.piggyback_max_bytes must be in 64..1200")
+
+
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    """Verify and store these encoded entries; call `stored` with the new heads."""
+
+    source: Address | None
+    entries: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """Which of these ids are not stored here? Call `missing` with them."""
+
+    source: Address
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Pull:
+    """Fetch these entries from `address` (ENTRY_REQUEST), then ingest them."""
+
+    address: Address
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """Reconcile the store with the member at `address`."""
+
+    node: NodeId
+    address: Address
+
+
+Output = Ingest | Lookup | Pull | Sync
+
+
+class Replicator:
+    """Decides what to send, pull and reconcile; the driver stores and transports."""
+
+    def __init__(
+        self,
+        membership: Membership,
+        *,
+        now: float,
+        rng: random.Random,
+        config: ReplicationConfig | None = None,
+    ) -> None:
+        self.membership = membership
+        self.config = config or ReplicationConfig()
+        self._rng = rng
+        self._outputs: list[Output] = []
+        self._timers: list[tuple[float, int, NodeId | None]] = []
+        self._order = itertools.count()
+        self._at(now + rng.uniform(0, self.config.sync_interval_s), None)
+        self.gossiped = 0
+        self.announced = 0
+        self.syncs = 0
+
+    # --- time -----------------------------------------------------------------------------
+
+    def _at(self, when: float, node: NodeId | None) -> None:
+        """Schedule a sync: with a given member, or (None) the periodic one."""
+        heapq.heappush(self._timers, (when, next(self._order), node))
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer` is next due."""
+        return self._timers[0][0] if self._timers else None
+
+    def handle_timer(self, now: float) -> None:
+        """Start the syncs that are due."""
+        while self._timers and self._timers[0][0] <= now:
+            _, _, node = heapq.heappop(self._timers)
+            if node is None:
+                self._at(now + self.config.sync_interval_s, None)
+                self._sync_with_random(now)
+            else:
+                self._sync_with(node)
+
+    def _sync_with_random(self, now: float) -> None:
+        if self.membership.leaving:
+            return
+        alive = [m for m in self.membership.members() if m.status is MemberStatus.ALIVE]
+        if alive:
+            member = self._rng.choice(alive)
+            self.syncs += 1
+            self._outputs.append(Sync(member.node, member.address))
+
+    def _sync_with(self, node: NodeId) -> None:
+        member = self.membership.member(node)
+        if member is not None and member.status is MemberStatus.ALIVE and not self.membership.leaving:
+            self.syncs += 1
+            self._outputs.append(Sync(member.node, member.address))
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def outputs(self) -> list[Output]:
+        """Work for the driver (drains)."""
+        out, self._outputs = self._outputs, []
+        return out
+
+    def membership_events(self, now: float, events: Sequence[MemberEvent]) -> None:
+        """Reconcile soon with members that joined or came back: they (or we) may have
+        missed writes while apart (DESIGN §3.4: "right after a join or a healed partition")."""
+        for event in events:
+            if event.kind in (EventKind.JOINED, EventKind.REFUTED):
+                self._at(now + self.config.sync_after_join_s, event.member.node)
+
+    def submitted(self, now: float, entry: SignedEntry) -> None:
+        """A local write was stored durably: push it."""
+        self._spread(entry)
+
+    def stored(self, now: float, entries: Sequence[SignedEntry]) -> None:
+        """Entries from peers became new heads here: pass them on (the epidemic)."""
+        for entry in entries:
+            self._spread(entry)
+
+    def _spread(self, entry: SignedEntry) -> None:
+        message: Message
+        if len(entry.encoded) <= self.config.piggyback_max_bytes:
+            message = Entry(entry=entry.encoded)
+            self.gossiped += 1
+        else:
+            message = EntryAnnounce(ids=(entry.id,))
+            self.announced += 1
+        self.membership.broadcast(message, ("entry", entry.id))
+
+    def receive(self, now: float, sender: NodeId, address: Address, message: Message) -> bool:
+        """Handle a store message from a datagram; False if it is not one."""
+        if isinstance(message, Entry):
+            self._outputs.append(Ingest(address, (message.entry,)))
+            return True
+        if isinstance(message, EntryAnnounce):
+            if message.ids:
+                self._outputs.append(Lookup(address, message.ids))
+            return True
+        return False
+
+    def missing(self, now: float, source: Address, ids: Sequence[bytes]) -> None:
+        """The result of a `Lookup`: pull what we lack from whoever announced it."""
+        for start in range(0, len(ids), MAX_IDS):
+            self._outputs.append(Pull(source, tuple(ids[start : start + MAX_IDS])))
