@@ -21,20 +21,21 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import trio
 
+from nodenet.daemon.framing import FrameConnection
 from nodenet.daemon.transport import Transport
-from nodenet.protocol.errors import MalformedMessage, RemoteProtocolError, TooLarge
+from nodenet.protocol.errors import RemoteProtocolError
 from nodenet.protocol.identity import NodeId
 from nodenet.protocol.keyring import ClusterKey
 from nodenet.protocol.members import MemberEvent
 from nodenet.protocol.membership import Datagram, Exchange, Membership
-from nodenet.protocol.messages import Address, Message
-from nodenet.protocol.wire import FrameReader, WireCodec
+from nodenet.protocol.messages import Address, Message, Ping, PushPull
+from nodenet.protocol.wire import WireCodec
 
 __all__ = ["Clock", "MembershipService", "ServiceLimits", "SystemClock", "TransportStats"]
 
@@ -156,6 +157,12 @@ class MembershipService:
         self._exchange_results: dict[int, str] = {}
         self.left = trio.Event()
         self._sent_all = trio.Event()
+        self.message_handler: Callable[[float, NodeId, Address, Message], None] | None = None
+        """Where datagram messages that are not about membership go (the store)."""
+        self.stream_handler: Callable[[FrameConnection, list[Message]], Awaitable[None]] | None = (
+            None
+        )
+        """Who continues a TCP conversation that is not a push-pull or a probe (the store)."""
 
     # --- running ------------------------------------------------------------------------
 
@@ -208,7 +215,9 @@ class MembershipService:
             self._note_key(source, got.key)
             now = self.clock.now()
             for message in got.envelope.messages:
-                self.core.receive(now, got.envelope.sender, source, message)
+                handled = self.core.receive(now, got.envelope.sender, source, message)
+                if not handled and self.message_handler is not None:
+                    self.message_handler(now, got.envelope.sender, source, message)
             self._flush()
 
     def _log_drop(self, source: Address, exc: RemoteProtocolError) -> None:
@@ -306,26 +315,49 @@ class MembershipService:
             waiter.set()
         self._flush()
 
-    async def _exchange(self, exchange: Exchange) -> tuple[list[Message] | None, str]:
-        """Run one TCP request/reply; the reply (None on failure) and why it failed."""
+    async def connect(self, address: Address) -> FrameConnection:
+        """Open a framed TCP conversation with `address` (OSError if it cannot)."""
+        stream = await self.transport.connect(address)
+        self.stats.streams_out += 1
+        return self._framed(stream, address)
+
+    def _framed(self, stream: trio.abc.Stream, peer: Address) -> FrameConnection:
+        return FrameConnection(
+            stream,
+            self.codec,
+            peer,
+            wall_ms=self.clock.wall_ms,
+            max_bytes=self.limits.max_stream_bytes,
+            key=self._key_for(peer),
+        )
+
+    def _closed(self, conn: FrameConnection) -> None:
+        """Account for a finished conversation."""
+        self.stats.stream_bytes_in += conn.bytes_in
+        self.stats.stream_bytes_out += conn.bytes_out
+        if conn.sender is not None and conn.key is not None:
+            self._note_key(conn.peer, conn.key)
+
+    async def request(
+        self, address: Address, messages: Sequence[Message]
+    ) -> tuple[list[Message] | None, str]:
+        """Send a request, half-close, read the reply: the reply (None on failure) and why."""
         try:
-            stream = await self.transport.connect(exchange.address)
+            conn = await self.connect(address)
         except OSError as exc:
             return None, exc.strerror or str(exc)
-        self.stats.streams_out += 1
-        async with stream:
-            key = self._key_for(exchange.address)
+        async with conn.stream:
             try:
-                for frame in self.codec.encode_frames(exchange.request, self.clock.wall_ms(), key):
-                    await stream.send_all(frame)
-                    self.stats.stream_bytes_out += len(frame)
-                await _send_eof(stream)
-                _, reply = await self._read_stream(stream, exchange.address)
+                await conn.send(messages)
+                await conn.send_eof()
+                reply = await conn.receive_all()
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 return None, f"connection lost: {exc}"
             except RemoteProtocolError as exc:
                 self._drop(exc.reason)
                 return None, f"bad reply: {exc}"
+            finally:
+                self._closed(conn)
         if not reply:
             return None, (
                 "the peer closed without answering: it could not open our packets (is it"
@@ -333,34 +365,8 @@ class MembershipService:
             )
         return reply, ""
 
-    async def _read_stream(
-        self, stream: trio.abc.Stream, peer: Address
-    ) -> tuple[NodeId | None, list[Message]]:
-        """Read frames until the peer half-closes; the sender and all its messages."""
-        reader = FrameReader(self.codec.limits.max_frame_size)
-        messages: list[Message] = []
-        sender = None
-        total = 0
-        while True:
-            data = await stream.receive_some(65536)
-            if not data:
-                if reader.buffered:
-                    raise MalformedMessage(f"TCP stream from {peer} ended inside a frame")
-                return sender, messages
-            total += len(data)
-            self.stats.stream_bytes_in += len(data)
-            if total > self.limits.max_stream_bytes:
-                raise TooLarge(
-                    f"TCP stream from {peer} carried more than {self.limits.max_stream_bytes} bytes"
-                )
-            reader.feed(data)
-            while (frame := reader.next_frame()) is not None:
-                got = self.codec.decode_frame(frame, self.clock.wall_ms())
-                if sender is not None and got.envelope.sender != sender:
-                    raise MalformedMessage(f"TCP stream from {peer} mixes two senders")
-                sender = got.envelope.sender
-                self._note_key(peer, got.key)
-                messages.extend(got.envelope.messages)
+    async def _exchange(self, exchange: Exchange) -> tuple[list[Message] | None, str]:
+        return await self.request(exchange.address, exchange.request)
 
     async def _serve_stream(self, stream: trio.abc.Stream, peer: Address) -> None:
         if not _try_acquire(self._incoming):
@@ -368,25 +374,27 @@ class MembershipService:
             await stream.aclose()
             return
         self.stats.streams_in += 1
+        conn = self._framed(stream, peer)
         try:
             async with stream:
                 with trio.move_on_after(self.core.config.tcp_timeout_s):
-                    sender, request = await self._read_stream(stream, peer)
-                    if sender is None or not request:
+                    first = await conn.receive()
+                    if not first or conn.sender is None:
                         return
-                    reply = self.core.answer_exchange(self.clock.now(), sender, request)
+                    if not isinstance(first[0], PushPull | Ping) and self.stream_handler:
+                        await self.stream_handler(conn, first)
+                        return
+                    request = first + await conn.receive_all()
+                    reply = self.core.answer_exchange(self.clock.now(), conn.sender, request)
                     self._flush()
-                    for frame in self.codec.encode_frames(
-                        reply, self.clock.wall_ms(), self._key_for(peer)
-                    ):
-                        await stream.send_all(frame)
-                        self.stats.stream_bytes_out += len(frame)
+                    await conn.send(reply)
         except RemoteProtocolError as exc:
             self._drop(exc.reason)
             log.info("bad TCP request from %s: %s", peer, exc)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.debug("TCP connection from %s failed: %s", peer, exc)
         finally:
+            self._closed(conn)
             self._incoming.release()
 
     # --- API ------------------------------------------------------------------------------
@@ -426,11 +434,6 @@ class MembershipService:
             self._sent_all = trio.Event()
             with trio.move_on_after(1.0):
                 await self._sent_all.wait()
-
-
-async def _send_eof(stream: trio.abc.Stream) -> None:
-    if isinstance(stream, trio.abc.HalfCloseableStream):
-        await stream.send_eof()
 
 
 def _try_acquire(semaphore: trio.Semaphore) -> bool:
