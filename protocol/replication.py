@@ -147,7 +147,11 @@ class Replicator:
 
     def _sync_with(self, node: NodeId) -> None:
         member = self.membership.member(node)
-        if member is not None and member.status is MemberStatus.ALIVE and not self.membership.leaving:
+        if (
+            member is not None
+            and member.status is MemberStatus.ALIVE
+            and not self.membership.leaving
+        ):
             self.syncs += 1
             self._outputs.append(Sync(member.node, member.address))
 
