@@ -77,7 +77,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION: Final = 1
-DATABASES: Final = ("meta", "members", "entries", "heads", "summary", "tombstones")
+DATABASES: Final = ("meta", "members", "entries", "heads", "summary", "tombstones", "ids")
 MAX_DBS: Final = 16  # room for the replicated store's databases without a format change
 META_SCHEMA: Final = b"schema"
 META_INCARNATION: Final = b"incarnation"

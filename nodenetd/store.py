@@ -6,6 +6,7 @@ Layout (one LMDB environment with the membership state, DESIGN §3.4):
     heads       key (UTF-8)                           →  hlc (8) ‖ author (32) ‖ id (32)
     summary     page start (40 bytes, an item key)     →  count (4, LE) ‖ sum of ids (32, LE)
     tombstones  hlc ‖ id of a tombstone head           →  b""
+    ids         id (32)                               →  hlc (8): find an entry by id
 
 `entries` holds only the current head of each key (superseded versions are dropped), so
 it *is* the set anti-entropy reconciles, in reconciliation order. `summary` partitions that
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +33,9 @@ import msgpack
 from nodenet.daemon.state import Apply, StateStore
 from nodenet.protocol.entries import ENTRY_ID_LEN, SignedEntry
 from nodenet.protocol.hlc import pack_hlc
+from nodenet.protocol.reconcile import INFINITY, Bound, Fingerprint, Item, fingerprint_value
 
-__all__ = ["PAGE_MAX", "EntryStore", "Head", "IngestOutcome", "item_key"]
+__all__ = ["PAGE_MAX", "EntryStore", "Head", "IngestOutcome", "LmdbItemSource", "item_key"]
 
 log = logging.getLogger("nodenet.store")
 
@@ -211,16 +213,21 @@ class EntryStore:
                     found.append(value)
         return found
 
-    def get_items_sync(self, items: Sequence[bytes]) -> list[bytes]:
-        """Encoded entries for the item keys (hlc ‖ id) we hold; missing ones are skipped."""
+    def get_by_ids_sync(self, ids: Sequence[bytes]) -> list[bytes]:
+        """Encoded entries for the ids we hold (others are skipped), in the order asked."""
+        found = []
         with self.state.reader() as (txn, dbs):
-            found = (txn.get(key, db=dbs["entries"]) for key in items)
-            return [value for value in found if value is not None]
+            for entry_id in ids:
+                hlc = txn.get(entry_id, db=dbs["ids"])
+                value = txn.get(hlc + entry_id, db=dbs["entries"]) if hlc else None
+                if value is not None:
+                    found.append(value)
+        return found
 
-    def missing_sync(self, items: Sequence[bytes]) -> list[bytes]:
-        """The item keys among `items` that we do not hold."""
+    def missing_sync(self, ids: Sequence[bytes]) -> list[bytes]:
+        """The ids among `ids` that we do not hold."""
         with self.state.reader() as (txn, dbs):
-            return [key for key in items if txn.get(key, db=dbs["entries"]) is None]
+            return [i for i in ids if txn.get(i, db=dbs["ids"]) is None]
 
     def count_sync(self) -> int:
         """Entries held (heads, tombstones included)."""
@@ -257,9 +264,11 @@ def _ingest(
                 continue
             txn.delete(old.item, db=dbs["entries"])
             txn.delete(old.item, db=dbs["tombstones"])
+            txn.delete(old.id, db=dbs["ids"])
             _summary_change(txn, dbs, old.item, -1)
         txn.put(key, new_head.pack(), db=dbs["heads"])
         txn.put(new_head.item, entry.encoded, db=dbs["entries"])
+        txn.put(entry.id, entry.hlc.to_bytes(8, "big"), db=dbs["ids"])
         if entry.tombstone:
             txn.put(new_head.item, b"", db=dbs["tombstones"])
         _summary_change(txn, dbs, new_head.item, +1)
@@ -286,5 +295,137 @@ def _collect(txn: lmdb.Transaction[bytes], dbs: Dbs, horizon: bytes, limit: int)
         if raw is not None and Head.parse(raw).item == item:
             txn.delete(key, db=dbs["heads"])
         txn.delete(item, db=dbs["entries"])
+        txn.delete(item[8:], db=dbs["ids"])
         _summary_change(txn, dbs, item, -1)
     return len(expired)
+
+
+# --- the reconciliation view (reads; bound to one read transaction per message) -----------
+
+
+class LmdbItemSource:
+    """`nodenet.protocol.reconcile.ItemSource` over the `entries` and `summary` databases.
+
+    `bind` it to a read transaction for each `Reconciler` call: every lookup made while
+    handling one message then sees one snapshot. Fingerprints add whole pages' summaries
+    and scan at most the two partial pages at the ends of the range."""
+
+    def __init__(self) -> None:
+        self._txn: lmdb.Transaction[bytes] | None = None
+        self._dbs: Dbs = {}
+
+    def bind(self, txn: lmdb.Transaction[bytes], dbs: Dbs) -> None:
+        """Use this read transaction until the next `bind`."""
+        self._txn, self._dbs = txn, dbs
+
+    @property
+    def txn(self) -> lmdb.Transaction[bytes]:
+        if self._txn is None:
+            raise RuntimeError("LmdbItemSource used outside a bound read transaction")
+        return self._txn
+
+    def _pages(self, lo: bytes, hi: bytes) -> list[tuple[bytes, bytes, int, int]]:
+        """(start, end, count, sum) of every page overlapping [lo, hi); end is exclusive."""
+        txn, db = self.txn, self._dbs["summary"]
+        start = _summary_floor(txn, db, lo) or MIN_KEY
+        found: list[tuple[bytes, bytes, int, int]] = []
+        with txn.cursor(db) as cursor:
+            if not cursor.set_key(start):
+                return found
+            current, raw = cursor.item()
+            while current < hi:
+                more = cursor.next()
+                end = cursor.key() if more else _INFINITE_KEY
+                count, total = _unpack_summary(raw)
+                found.append((current, end, count, total))
+                if not more:
+                    break
+                current, raw = cursor.item()
+        return found
+
+    def _scan(self, lo: bytes, hi: bytes) -> Iterator[bytes]:
+        with self.txn.cursor(self._dbs["entries"]) as cursor:
+            if not cursor.set_range(lo):
+                return
+            for key in cursor.iternext(keys=True, values=False):
+                if key >= hi:
+                    return
+                yield key
+
+    def fingerprint(self, lower: Bound, upper: Bound) -> Fingerprint:
+        lo, hi = lower.key, upper.key
+        count = total = 0
+        for start, end, page_count, page_sum in self._pages(lo, hi):
+            if start >= lo and end <= hi:
+                count += page_count
+                total += page_sum
+            else:
+                for key in self._scan(max(lo, start), min(hi, end)):
+                    count += 1
+                    total += int.from_bytes(key[8:], "little")
+        return Fingerprint(fingerprint_value(total % MOD, count), count)
+
+    def items(self, lower: Bound, upper: Bound, limit: int) -> list[Item]:
+        out: list[Item] = []
+        for key in self._scan(lower.key, upper.key):
+            if len(out) >= limit:
+                break
+            out.append((int.from_bytes(key[:8], "big"), key[8:]))
+        return out
+
+    def last(self, lower: Bound, upper: Bound) -> Item | None:
+        with self.txn.cursor(self._dbs["entries"]) as cursor:
+            found = cursor.prev() if cursor.set_range(upper.key) else cursor.last()
+            if not found:
+                return None
+            key = cursor.key()
+        if key < lower.key:
+            return None
+        return (int.from_bytes(key[:8], "big"), key[8:])
+
+    def split(self, lower: Bound, upper: Bound, parts: int) -> list[Bound]:
+        lo, hi = lower.key, upper.key
+        pages = self._pages(lo, hi)
+        inner = [p for p in pages if p[0] > lo]
+        if len(inner) < parts:
+            keys = list(self._scan(lo, hi))
+            cuts = [keys[i * len(keys) // parts] for i in range(1, parts)] if len(keys) > 1 else []
+            return _bounds(keys, cuts)
+        total = sum(p[2] for p in pages)
+        cuts, running, target = [], 0, 1
+        for start, _, count, _ in pages:
+            if start > lo and running >= target * total / parts and len(cuts) < parts - 1:
+                cuts.append(start)
+                target += 1
+            running += count
+        with self.txn.cursor(self._dbs["entries"]) as cursor:
+            bounds = []
+            for cut in cuts:
+                if cursor.set_range(cut) and cursor.prev() and cursor.key() >= lo:
+                    bounds.append(Bound.between(_item(cursor.key()), _item(cut)))
+        return _increasing(bounds, lower, upper)
+
+
+_INFINITE_KEY = INFINITY.key
+
+
+def _item(key: bytes) -> Item:
+    return (int.from_bytes(key[:8], "big"), key[8:])
+
+
+def _bounds(keys: list[bytes], cuts: list[bytes]) -> list[Bound]:
+    position = {k: i for i, k in enumerate(keys)}
+    bounds = [
+        Bound.between(_item(keys[position[c] - 1]), _item(c))
+        for c in dict.fromkeys(cuts)
+        if position[c] > 0
+    ]
+    return bounds
+
+
+def _increasing(bounds: list[Bound], lower: Bound, upper: Bound) -> list[Bound]:
+    out: list[Bound] = []
+    for bound in bounds:
+        if lower < bound < upper and (not out or out[-1] < bound):
+            out.append(bound)
+    return out

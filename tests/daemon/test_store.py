@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,9 +12,10 @@ import pytest
 import trio
 
 from nodenet.daemon.state import StateStore
-from nodenet.daemon.store import PAGE_MAX, EntryStore, IngestOutcome, item_key
+from nodenet.daemon.store import PAGE_MAX, EntryStore, IngestOutcome, LmdbItemSource, item_key
 from nodenet.protocol.entries import SignedEntry, create_entry
 from nodenet.protocol.hlc import pack_hlc
+from nodenet.protocol.reconcile import INFINITY, MIN_BOUND, Bound, MemoryItemSource, Reconciler
 
 KEYS = [nacl.signing.SigningKey(bytes([i]) * 32) for i in range(1, 4)]
 NOW_MS = 1_764_000_000_000
@@ -126,6 +128,73 @@ async def test_tombstones_expire_after_the_ttl_everywhere(store):
 async def test_items_lookup_and_missing(store):
     a, b = entry("a", NOW_MS), entry("b", NOW_MS)
     await store.ingest([a], now_ms=NOW_MS)
-    ka, kb = item_key(a.hlc, a.id), item_key(b.hlc, b.id)
-    assert await trio.to_thread.run_sync(store.get_items_sync, [ka, kb]) == [a.encoded]
-    assert await trio.to_thread.run_sync(store.missing_sync, [ka, kb]) == [kb]
+    assert await trio.to_thread.run_sync(store.get_by_ids_sync, [a.id, b.id]) == [a.encoded]
+    assert await trio.to_thread.run_sync(store.missing_sync, [a.id, b.id]) == [b.id]
+
+
+# --- the reconciliation view --------------------------------------------------------------
+
+
+async def _filled(store: EntryStore, n: int, seed: int) -> list[SignedEntry]:
+    rng = random.Random(seed)
+    writes = [
+        entry(f"k{i}", NOW_MS - rng.randrange(10 * DAY_MS // 10), author=i % 3) for i in range(n)
+    ]
+    for start in range(0, n, 500):
+        await store.ingest(writes[start : start + 500], now_ms=NOW_MS)
+    return writes
+
+
+async def test_lmdb_item_source_agrees_with_the_in_memory_one(store):
+    writes = await _filled(store, 2000, seed=3)
+    memory = MemoryItemSource([(e.hlc, e.id) for e in writes])
+    source = LmdbItemSource()
+    rng = random.Random(4)
+    keys = sorted(item_key(e.hlc, e.id) for e in writes)
+    with store.state.reader() as (txn, dbs):
+        source.bind(txn, dbs)
+        for _ in range(300):
+            a, b = sorted(rng.sample(range(len(keys)), 2))
+            lower = Bound(int.from_bytes(keys[a][:8], "big"), keys[a][8 : 8 + rng.randrange(4)])
+            upper = (
+                INFINITY
+                if rng.random() < 0.1
+                else Bound(int.from_bytes(keys[b][:8], "big"), keys[b][8:10])
+            )
+            if not lower < upper:
+                continue
+            assert source.fingerprint(lower, upper) == memory.fingerprint(lower, upper)
+            assert source.items(lower, upper, 50) == list(memory.items(lower, upper, 50))
+            assert source.last(lower, upper) == memory.last(lower, upper)
+            bounds = source.split(lower, upper, 16)
+            assert all(lower < x < upper for x in bounds)
+            assert all(x < y for x, y in itertools.pairwise(bounds))
+        assert source.fingerprint(MIN_BOUND, INFINITY).count == 2000
+
+
+async def test_an_lmdb_store_reconciles_exactly_with_a_peer(store):
+    writes = await _filled(store, 3000, seed=8)
+    ours = {e.id for e in writes}
+    rng = random.Random(9)
+    theirs_items = [(e.hlc, e.id) for e in writes if rng.random() > 0.01]
+    extra = [(pack_hlc(NOW_MS - rng.randrange(DAY_MS), 0), rng.randbytes(32)) for _ in range(40)]
+    peer = Reconciler(MemoryItemSource(theirs_items + extra))
+    source = LmdbItemSource()
+    local = Reconciler(source)
+
+    def step(call, *args):
+        with store.state.reader() as (txn, dbs):
+            source.bind(txn, dbs)
+            return call(*args)
+
+    message = step(local.initiate)
+    for _ in range(12):
+        reply = peer.receive(message)
+        if reply is None:
+            break
+        message = step(local.receive, reply)
+        if message is None:
+            break
+    theirs = {i for _, i in theirs_items} | {i for _, i in extra}
+    assert local.have == ours - theirs
+    assert local.need == theirs - ours
