@@ -7,6 +7,8 @@ status, FastAPI's validation errors included, so scripts need one error format.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -25,6 +27,7 @@ from nodenet.daemon.metrics import CONTENT_TYPE
 __all__ = ["ApiError", "DaemonApi", "create_app"]
 
 MAX_BODY = 64 * 1024
+MAX_ENTRY_BODY = 8 * 1024 * 1024  # a batch of entries (values are base64 in JSON)
 KEEPALIVE_S = 15.0
 STATUS_CODES = {
     400: "bad_request",
@@ -80,6 +83,21 @@ class DaemonApi(Protocol):
     async def remove_key(self, key_id: str) -> dict[str, Any]:
         """Remove a secondary key."""
 
+    async def put_entry(self, key: str, value: bytes, *, tombstone: bool = False) -> dict[str, Any]:
+        """Write an entry as this node (durable when it returns)."""
+
+    async def put_signed(self, encoded: bytes) -> dict[str, Any]:
+        """Store a pre-signed entry."""
+
+    async def get_entry(self, key: str) -> dict[str, Any] | None:
+        """The live head of a key."""
+
+    async def list_entries(self, prefix: str, after: str | None, limit: int) -> dict[str, Any]:
+        """Live heads under a prefix and where to continue."""
+
+    async def store_summary(self) -> dict[str, Any]:
+        """Entry count and digest of the heads."""
+
     def health(self) -> tuple[bool, dict[str, str]]:
         """Overall health and the individual checks."""
 
@@ -98,6 +116,28 @@ class TagsRequest(BaseModel):
 
     set: dict[str, str] = Field(default_factory=dict)
     delete: list[str] = Field(default_factory=list)
+
+
+class EntryRequest(BaseModel):
+    """One entry to write: `value` (UTF-8 text) or `value_b64`; or `signed` (a pre-signed
+    entry, base64); `delete` writes a tombstone."""
+
+    key: str | None = Field(default=None, max_length=256, examples=["config/web/replicas"])
+    value: str | None = None
+    value_b64: str | None = None
+    delete: bool = False
+    signed: str | None = Field(default=None, description="base64 of a signed entry")
+
+
+class EntriesRequest(BaseModel):
+    """Body of `POST /v1/entries`: one entry, or `entries` for a batch."""
+
+    key: str | None = Field(default=None, max_length=256)
+    value: str | None = None
+    value_b64: str | None = None
+    delete: bool = False
+    signed: str | None = None
+    entries: list[EntryRequest] | None = Field(default=None, max_length=1000)
 
 
 class KeyRequest(BaseModel):
@@ -135,9 +175,10 @@ def _pattern(text: str, what: str) -> re.Pattern[str]:
 class _BodyLimit:
     """ASGI middleware: refuse request bodies over `limit` bytes with 413."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], limit: int) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], limit: int, entry_limit: int) -> None:
         self.app = app
         self.limit = limit
+        self.entry_limit = entry_limit
 
     async def __call__(
         self,
@@ -148,9 +189,10 @@ class _BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.entry_limit if scope["path"].startswith("/v1/entries") else self.limit
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            response = _error(413, "too_large", f"request body over {self.limit} bytes")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            response = _error(413, "too_large", f"request body over {limit} bytes")
             await response(scope, receive, send)
             return
         seen = 0
@@ -160,8 +202,8 @@ class _BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise ApiError(413, "too_large", f"request body over {self.limit} bytes")
+                if seen > limit:
+                    raise ApiError(413, "too_large", f"request body over {limit} bytes")
             return message
 
         await self.app(scope, limited, send)
@@ -265,6 +307,56 @@ def create_app(daemon: DaemonApi) -> FastAPI:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    async def write_one(item: EntryRequest | EntriesRequest) -> dict[str, Any]:
+        if item.signed is not None:
+            return await daemon.put_signed(_b64(item.signed, "signed"))
+        if item.key is None:
+            raise ApiError(400, "bad_request", "an entry needs a key (or a signed entry)")
+        if item.delete:
+            return await daemon.put_entry(item.key, b"", tombstone=True)
+        if (item.value is None) == (item.value_b64 is None):
+            raise ApiError(400, "bad_request", "give exactly one of value (text) or value_b64")
+        try:
+            value = (
+                item.value.encode("utf-8")
+                if item.value is not None
+                else _b64(item.value_b64 or "", "value_b64")
+            )
+        except UnicodeEncodeError:
+            raise ApiError(
+                400, "bad_request", "value is not valid Unicode text; send value_b64"
+            ) from None
+        return await daemon.put_entry(item.key, value)
+
+    @app.post("/v1/entries", summary="Write one entry or a batch; answers once durable")
+    async def post_entries(request: EntriesRequest) -> dict[str, Any]:
+        if request.entries is not None:
+            return {"entries": [await write_one(item) for item in request.entries]}
+        return await write_one(request)
+
+    @app.get("/v1/entries/{key:path}", summary="The current value of a key")
+    async def get_entry(key: str) -> dict[str, Any]:
+        entry = await daemon.get_entry(key)
+        if entry is None:
+            raise ApiError(404, "not_found", f"no entry for key {key!r}")
+        return entry
+
+    @app.delete("/v1/entries/{key:path}", summary="Delete a key (writes a tombstone)")
+    async def delete_entry(key: str) -> dict[str, Any]:
+        return await daemon.put_entry(key, b"", tombstone=True)
+
+    @app.get("/v1/entries", summary="Entries under a prefix, in key order")
+    async def list_entries(
+        prefix: str = "",
+        after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        return await daemon.list_entries(prefix, after, limit)
+
+    @app.get("/v1/store", summary="Entry count and a digest of every head")
+    async def store_summary() -> dict[str, Any]:
+        return await daemon.store_summary()
+
     @app.get("/v1/keys", summary="The local keyring (key ids only)")
     async def get_keys() -> dict[str, Any]:
         return daemon.keys()
@@ -314,4 +406,11 @@ async def _event_stream(hub: EventHub, after: int | None) -> AsyncIterator[bytes
 
 def wrap(app: FastAPI) -> _BodyLimit:
     """The app with the request body limit in front."""
-    return _BodyLimit(app, MAX_BODY)
+    return _BodyLimit(app, MAX_BODY, MAX_ENTRY_BODY)
+
+
+def _b64(text: str, field_name: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "bad_request", f"{field_name} is not valid base64") from None

@@ -17,7 +17,7 @@ import os
 import socket
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,12 @@ from nodenet.daemon.paths import (
     default_runtime_dir,
     default_state_dir,
 )
+from nodenet.daemon.replication import StoreConfig
 from nodenet.protocol.config import PROFILES, MembershipConfig
+from nodenet.protocol.entries import MAX_VALUE_LIMIT
 from nodenet.protocol.errors import LocalProtocolError
 from nodenet.protocol.messages import Address, make_tags
+from nodenet.protocol.replication import ReplicationConfig
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -114,6 +117,7 @@ class DaemonConfig:
     longer."""
     leave_timeout_s: float = 5.0
     """How long a graceful stop waits for the LEAVE to spread."""
+    store: StoreConfig = field(default_factory=StoreConfig)
     source: str = "built-in defaults"
 
     @property
@@ -149,6 +153,12 @@ SCHEMA: dict[str, dict[str, str]] = {
         "socket": "path of the unix socket",
         "socket_mode": 'octal string such as "0660"',
         "tcp": "optional 127.0.0.1:port listener (empty: none)",
+    },
+    "store": {
+        "max_value": "largest value in bytes (default 65536, at most 1048576); cluster-wide",
+        "tombstone_ttl_s": "seconds deletes are remembered (default 7 days)",
+        "sync_interval_s": "seconds between anti-entropy rounds (default 10)",
+        "piggyback_max_bytes": "entries up to this size ride on gossip (64-1200, default 1000)",
     },
     "log": {"level": f"one of {', '.join(LOG_LEVELS)}"},
     "daemon": {
@@ -400,7 +410,32 @@ def _build(
     if level not in LOG_LEVELS:
         raise r.fail("log.level", level, f"use one of {', '.join(LOG_LEVELS)}")
 
+    max_value = r.get("store.max_value", 65536)
+    if (
+        isinstance(max_value, bool)
+        or not isinstance(max_value, int)
+        or not 1 <= max_value <= MAX_VALUE_LIMIT
+    ):
+        raise r.fail(
+            "store.max_value", max_value, f"must be an integer in 1..{MAX_VALUE_LIMIT} bytes"
+        )
+    try:
+        replication = ReplicationConfig(
+            sync_interval_s=r.number("store.sync_interval_s", 10.0, minimum=0.1),
+            piggyback_max_bytes=int(r.number("store.piggyback_max_bytes", 1000, minimum=64)),
+        )
+    except LocalProtocolError as exc:
+        raise r.fail(
+            "store.piggyback_max_bytes", r.get("store.piggyback_max_bytes", 1000), str(exc)
+        ) from None
+    store = StoreConfig(
+        max_value=max_value,
+        tombstone_ttl_s=r.number("store.tombstone_ttl_s", 7 * 24 * 3600.0, minimum=60.0),
+        replication=replication,
+    )
+
     return DaemonConfig(
+        store=store,
         state_dir=state_dir,
         name=name,
         tags=tags,

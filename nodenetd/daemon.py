@@ -10,6 +10,7 @@ closed, everything cancelled within `shutdown_timeout_s`.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import random
@@ -34,10 +35,13 @@ from nodenet.daemon.keyfile import load_or_create_node_key
 from nodenet.daemon.lock import StateLock, acquire_state_lock, claim_socket_path
 from nodenet.daemon.metrics import Metrics
 from nodenet.daemon.notify import Notifier
+from nodenet.daemon.replication import StoreService
 from nodenet.daemon.service import Clock, MembershipService, SystemClock
 from nodenet.daemon.state import META_INCARNATION, Delete, Put, StateError, StateStore
 from nodenet.daemon.transport import Transport, UdpTcpTransport
-from nodenet.protocol.errors import LocalProtocolError, ProtocolError
+from nodenet.protocol.entries import MAX_VALUE_LIMIT, SignedEntry, decode_entry
+from nodenet.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from nodenet.protocol.hlc import hlc_millis
 from nodenet.protocol.identity import CachingVerifier, short_ids
 from nodenet.protocol.keyring import ClusterKey, Keyring
 from nodenet.protocol.members import EventKind, MemberEvent, MemberInfo, MemberStatus
@@ -113,6 +117,25 @@ def write_keyring(path: Path, ring: Keyring) -> None:
     write_atomically(path, ring.to_text(), mode=0o600)
 
 
+def entry_json(entry: SignedEntry, *, with_value: bool = True) -> dict[str, Any]:
+    """An entry as the API shows it: text values as text, others base64."""
+    out: dict[str, Any] = {
+        "key": entry.key,
+        "id": entry.id.hex(),
+        "author": entry.author.text,
+        "hlc": entry.hlc,
+        "time": _rfc3339(hlc_millis(entry.hlc) / 1000),
+        "deleted": entry.tombstone,
+    }
+    if with_value:
+        try:
+            out["value"] = entry.value.decode("utf-8")
+        except UnicodeDecodeError:
+            out["value"] = None
+        out["value_b64"] = base64.b64encode(entry.value).decode("ascii")
+    return out
+
+
 def member_json(info: MemberInfo, *, now: float, short_id: str, is_self: bool) -> dict[str, Any]:
     """A member as the API shows it."""
     tags = dict(info.tags)
@@ -147,6 +170,7 @@ class Daemon:
         self.metrics = Metrics()
         self.hub = EventHub()
         self.service: MembershipService | None = None
+        self.replication: StoreService | None = None
         self.store: StateStore | None = None
         self.api_socket: Path | None = None
         self._key: nacl.signing.SigningKey | None = None
@@ -244,7 +268,14 @@ class Daemon:
             on_events=self._on_events,
             on_rtts=self.metrics.observe_rtts,
         )
-        self.metrics.attach(self.service)
+        self.replication = StoreService(
+            self.store,
+            self.service,
+            key,
+            config=c.store,
+            on_entries=self._on_entries,
+        )
+        self.metrics.attach(self.service, self.replication)
         log.info(
             "node %s (%s) on %s, advertising %s; cluster key %s; %d remembered members",
             core.node_id.text,
@@ -256,6 +287,7 @@ class Daemon:
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(self.service.run)
+            await nursery.start(self.replication.run)
             await nursery.start(self._serve_api)
             nursery.start_soon(self.notifier.run_watchdog)
             known = [s.alive.address for s in states if s.status is None]
@@ -280,6 +312,8 @@ class Daemon:
         while True:
             results = await self.service.join(unique)
             if not all(results) or self.service.core.cluster_size() > 1:
+                if self.replication is not None:
+                    self.replication.joined()
                 return
             if waited >= JOIN_RETRY_LIMIT_S:
                 log.warning(
@@ -424,6 +458,8 @@ class Daemon:
             except ValueError as exc:
                 raise ApiError(400, "bad_request", str(exc)) from None
         failures = await self.service.join(parsed)
+        if self.replication is not None and not all(failures):
+            self.replication.joined()
         return [
             {"address": str(a), "ok": not f, **({"error": f} if f else {})}
             for a, f in zip(parsed, failures, strict=True)
@@ -524,12 +560,82 @@ class Daemon:
         """Prometheus text."""
         return self.metrics.render()
 
+    # --- the store ------------------------------------------------------------------------
+
+    def _on_entries(self, entries: list[SignedEntry], origin: str) -> None:
+        for entry in entries:
+            self.hub.publish("entry", {**entry_json(entry), "origin": origin})
+
+    def _replication(self) -> StoreService:
+        if self.replication is None or self._stopping:
+            raise ApiError(503, "unavailable", "the store is not serving (starting or stopping)")
+        return self.replication
+
+    async def put_entry(self, key: str, value: bytes, *, tombstone: bool = False) -> dict[str, Any]:
+        """Write an entry as this node; answers once it is durably committed here."""
+        try:
+            entry = await self._replication().submit(key, value, tombstone=tombstone)
+        except LocalProtocolError as exc:
+            raise ApiError(
+                400 if "limit" not in str(exc) else 413,
+                "bad_request" if "limit" not in str(exc) else "too_large",
+                str(exc),
+            ) from None
+        except StateError as exc:
+            raise ApiError(507, "insufficient_storage", str(exc)) from None
+        return entry_json(entry, with_value=False)
+
+    async def put_signed(self, encoded: bytes) -> dict[str, Any]:
+        """Store a pre-signed entry after verifying it."""
+        try:
+            entry = await self._replication().submit_signed(encoded)
+        except RemoteProtocolError as exc:
+            status = 413 if exc.reason == "too_large" else 400
+            raise ApiError(status, exc.reason, str(exc)) from None
+        except StateError as exc:
+            raise ApiError(507, "insufficient_storage", str(exc)) from None
+        return entry_json(entry, with_value=False)
+
+    async def get_entry(self, key: str) -> dict[str, Any] | None:
+        """The head of `key` (None if absent or deleted)."""
+        replication = self._replication()
+        encoded = await trio.to_thread.run_sync(replication.store.head_sync, key)
+        if encoded is None:
+            return None
+        entry = self._decode_stored(encoded)
+        return None if entry.tombstone else entry_json(entry)
+
+    async def list_entries(self, prefix: str, after: str | None, limit: int) -> dict[str, Any]:
+        """Live heads under `prefix` in key order, and the key to continue `after`."""
+        replication = self._replication()
+        blobs = await trio.to_thread.run_sync(replication.store.list_sync, prefix, after, limit)
+        entries = [self._decode_stored(b) for b in blobs]
+        return {
+            "entries": [entry_json(e) for e in entries if not e.tombstone],
+            "next": entries[-1].key if len(blobs) == limit else None,
+        }
+
+    async def store_summary(self) -> dict[str, Any]:
+        """Entry count and a digest of every head (equal on replicas in sync)."""
+        replication = self._replication()
+        digest = await trio.to_thread.run_sync(replication.store.digest_sync)
+        return {"entries": replication.store.count, "digest": digest.hex()}
+
+    def _decode_stored(self, encoded: bytes) -> SignedEntry:
+        # What the store holds was verified on the way in; re-checking the signature on
+        # every read would cost an Ed25519 verify per entry listed.
+        return decode_entry(
+            encoded, now_ms=2**47, max_value=MAX_VALUE_LIMIT, verify=lambda *_: True
+        )
+
     # --- events ---------------------------------------------------------------------------
 
     def _on_events(self, events: list[MemberEvent]) -> None:
         assert self.service is not None
         core = self.service.core
         self.metrics.observe_events(events)
+        if self.replication is not None:
+            self.replication.membership_events(events)
         now = self.clock.now()
         states = {s.alive.node: s for s in core.states()}
         for event in events:

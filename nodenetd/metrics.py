@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from nodenet.daemon.replication import StoreService
 from nodenet.daemon.service import MembershipService
 from nodenet.protocol.members import EventKind, MemberEvent, MemberStatus
 from nodenet.protocol.wire import PROTOCOL_MAJOR, PROTOCOL_MINOR
@@ -66,8 +67,13 @@ _CORE_COUNTERS = {
 class _Collector(Collector):
     """Reads the service and core counters at scrape time."""
 
-    def __init__(self, service: Callable[[], MembershipService | None]) -> None:
+    def __init__(
+        self,
+        service: Callable[[], MembershipService | None],
+        store: Callable[[], StoreService | None],
+    ) -> None:
         self._service = service
+        self._store = store
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
@@ -133,6 +139,59 @@ class _Collector(Collector):
         for reason, count in sorted(service.dropped.items()):
             dropped.add_metric([reason], count)
         yield dropped
+        store = self._store()
+        if store is not None:
+            yield from _store_metrics(store)
+
+
+def _store_metrics(store: StoreService) -> Iterator[Metric]:
+    s = store.stats
+    ingested = CounterMetricFamily(
+        "nodenet_entries_ingested",
+        "Verified entries offered to the store, by outcome (stored = a new head).",
+        labels=["outcome"],
+    )
+    for outcome in ("stored", "duplicate", "superseded", "expired"):
+        ingested.add_metric([outcome], s.ingested.get(outcome, 0))
+    yield ingested
+    rejected = CounterMetricFamily(
+        "nodenet_entries_rejected",
+        "Entries refused before storing, by reason (nothing of them is stored).",
+        labels=["reason"],
+    )
+    for reason, count in sorted(s.rejected.items()):
+        rejected.add_metric([reason], count)
+    yield rejected
+    for name, value, help_text in (
+        ("entries_submitted", s.submitted, "Entries written through this node's API."),
+        ("entries_dropped", s.dropped_queue_full, "Gossiped entries dropped: ingest queue full."),
+        ("entries_pulled", s.pulled, "Entries fetched from peers (announcements, sync)."),
+        ("entries_pushed", s.pushed, "Entries sent to peers after a sync."),
+        ("sync_sessions", s.syncs, "Anti-entropy sessions started here."),
+        ("sync_failures", s.sync_failures, "Anti-entropy sessions that did not complete."),
+        ("sync_rounds", s.sync_rounds, "Reconciliation round trips."),
+        ("sync_bytes", s.sync_bytes, "Bytes of reconciliation messages, both ways."),
+    ):
+        yield CounterMetricFamily(f"nodenet_{name}", help_text, value=value)
+    yield CounterMetricFamily(
+        "nodenet_sync_seconds", "Time spent in completed sessions.", value=s.sync_seconds
+    )
+    yield GaugeMetricFamily(
+        "nodenet_store_entries",
+        "Entries held (one head per key, deletes included).",
+        value=store.store.count,
+    )
+    statistics = store.store.state.statistics()
+    yield GaugeMetricFamily(
+        "nodenet_lmdb_used_bytes",
+        "Bytes of the LMDB map holding data.",
+        value=statistics.used_bytes,
+    )
+    yield GaugeMetricFamily(
+        "nodenet_lmdb_map_bytes",
+        "Size of the LMDB map (address space reserved).",
+        value=statistics.map_size,
+    )
 
 
 class Metrics:
@@ -141,7 +200,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._service: MembershipService | None = None
-        self.registry.register(_Collector(lambda: self._service))
+        self._store: StoreService | None = None
+        self.registry.register(_Collector(lambda: self._service, lambda: self._store))
         ProcessCollector(registry=self.registry)
         self.member_events = Counter(
             "nodenet_member_events",
@@ -158,9 +218,10 @@ class Metrics:
             registry=self.registry,
         )
 
-    def attach(self, service: MembershipService) -> None:
-        """Export this service's counters."""
+    def attach(self, service: MembershipService, store: StoreService | None = None) -> None:
+        """Export these services' counters."""
         self._service = service
+        self._store = store
 
     def observe_events(self, events: list[MemberEvent]) -> None:
         """Count membership events."""

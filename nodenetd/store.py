@@ -163,6 +163,8 @@ class EntryStore:
     def __init__(self, state: StateStore, *, tombstone_ttl_s: float = 7 * 24 * 3600.0) -> None:
         self.state = state
         self.tombstone_ttl_s = tombstone_ttl_s
+        self.count = 0
+        """Entries held, as of the last write (read it without touching LMDB)."""
 
     # --- writes -----------------------------------------------------------------------------
 
@@ -171,9 +173,9 @@ class EntryStore:
         if not entries:
             return []
         horizon = pack_hlc(max(0, now_ms - int(self.tombstone_ttl_s * 1000)), 0)
-        (outcomes,) = await self.state.write(
-            [Apply(lambda txn, dbs: _ingest(txn, dbs, entries, horizon))]
-        )
+        (outcomes, self.count) = (
+            await self.state.write([Apply(lambda txn, dbs: _ingest(txn, dbs, entries, horizon))])
+        )[0]
         return list(outcomes)
 
     async def collect_garbage(self, *, now_ms: int, limit: int = 10_000) -> int:
@@ -181,7 +183,7 @@ class EntryStore:
         horizon = item_key(
             pack_hlc(max(0, now_ms - int(self.tombstone_ttl_s * 1000)), 0), bytes(32)
         )
-        (removed,) = await self.state.write(
+        ((removed, self.count),) = await self.state.write(
             [Apply(lambda txn, dbs: _collect(txn, dbs, horizon, limit))]
         )
         return int(removed)
@@ -245,7 +247,7 @@ class EntryStore:
 
 def _ingest(
     txn: lmdb.Transaction[bytes], dbs: Dbs, entries: Sequence[SignedEntry], horizon: int
-) -> list[str]:
+) -> tuple[list[str], int]:
     outcomes = []
     for entry in entries:
         key = entry.key.encode("utf-8")
@@ -273,10 +275,10 @@ def _ingest(
             txn.put(new_head.item, b"", db=dbs["tombstones"])
         _summary_change(txn, dbs, new_head.item, +1)
         outcomes.append(IngestOutcome.STORED)
-    return outcomes
+    return outcomes, int(txn.stat(dbs["entries"])["entries"])
 
 
-def _collect(txn: lmdb.Transaction[bytes], dbs: Dbs, horizon: bytes, limit: int) -> int:
+def _collect(txn: lmdb.Transaction[bytes], dbs: Dbs, horizon: bytes, limit: int) -> tuple[int, int]:
     """Remove tombstone heads older than `horizon` (an item key)."""
     expired: list[bytes] = []
     with txn.cursor(dbs["tombstones"]) as cursor:
@@ -297,7 +299,7 @@ def _collect(txn: lmdb.Transaction[bytes], dbs: Dbs, horizon: bytes, limit: int)
         txn.delete(item, db=dbs["entries"])
         txn.delete(item[8:], db=dbs["ids"])
         _summary_change(txn, dbs, item, -1)
-    return len(expired)
+    return len(expired), int(txn.stat(dbs["entries"])["entries"])
 
 
 # --- the reconciliation view (reads; bound to one read transaction per message) -----------

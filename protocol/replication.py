@@ -92,6 +92,7 @@ class Sync:
 
 
 Output = Ingest | Lookup | Pull | Sync
+_ANY = object()  # timer payload: sync with any member (after we joined)
 
 
 class Replicator:
@@ -109,7 +110,7 @@ class Replicator:
         self.config = config or ReplicationConfig()
         self._rng = rng
         self._outputs: list[Output] = []
-        self._timers: list[tuple[float, int, NodeId | None]] = []
+        self._timers: list[tuple[float, int, NodeId | object | None]] = []
         self._order = itertools.count()
         self._at(now + rng.uniform(0, self.config.sync_interval_s), None)
         self.gossiped = 0
@@ -118,7 +119,7 @@ class Replicator:
 
     # --- time -----------------------------------------------------------------------------
 
-    def _at(self, when: float, node: NodeId | None) -> None:
+    def _at(self, when: float, node: NodeId | object | None) -> None:
         """Schedule a sync: with a given member, or (None) the periodic one."""
         heapq.heappush(self._timers, (when, next(self._order), node))
 
@@ -133,6 +134,8 @@ class Replicator:
             if node is None:
                 self._at(now + self.config.sync_interval_s, None)
                 self._sync_with_random(now)
+            elif node is _ANY:
+                self._sync_with_random(now)
             else:
                 self._sync_with(node)
 
@@ -145,7 +148,8 @@ class Replicator:
             self.syncs += 1
             self._outputs.append(Sync(member.node, member.address))
 
-    def _sync_with(self, node: NodeId) -> None:
+    def _sync_with(self, node: object) -> None:
+        assert isinstance(node, NodeId)
         member = self.membership.member(node)
         if (
             member is not None
@@ -168,6 +172,11 @@ class Replicator:
         for event in events:
             if event.kind in (EventKind.JOINED, EventKind.REFUTED):
                 self._at(now + self.config.sync_after_join_s, event.member.node)
+
+    def joined(self, now: float) -> None:
+        """We (re)joined the cluster: reconcile soon with a random member, since we may
+        have missed writes while away (a restart, a partition)."""
+        heapq.heappush(self._timers, (now + self.config.sync_after_join_s, next(self._order), _ANY))
 
     def submitted(self, now: float, entry: SignedEntry) -> None:
         """A local write was stored durably: push it."""

@@ -1,0 +1,452 @@
+"""The store service: the Trio driver of `nodenet.protocol.replication.Replicator`.
+
+Theory of operation
+-------------------
+Writes: `submit` stamps an entry with the hybrid logical clock, signs it, commits it
+durably (fsync) and only then answers and gossips it. Reads go straight to LMDB in worker
+threads.
+
+Entries from peers arrive in datagrams (gossip), in replies to pulls, and in pushes after
+a reconciliation. All of them go through one bounded ingest queue: workers verify
+signatures in threads (Ed25519 is the cost; libsodium releases the GIL, so both cores work)
+and hand verified entries to the store in batches; the store's writer thread decides last
+writer wins. A full queue drops gossip (anti-entropy will repair it), never local writes.
+
+Anti-entropy: for each `Sync` the replicator asks for, we open one TCP conversation and run
+`Reconciler` rounds (one frame each way per round, each round computed in a worker thread
+on one LMDB snapshot). The initiator then pulls what it lacks and pushes what the peer
+lacks; the responder only answers. Sessions are bounded in rounds, bytes and time.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import nacl.signing
+import trio
+
+from nodenet.daemon.framing import FrameConnection
+from nodenet.daemon.service import MembershipService
+from nodenet.daemon.state import StateStore
+from nodenet.daemon.store import EntryStore, IngestOutcome, LmdbItemSource
+from nodenet.protocol.entries import DEFAULT_MAX_VALUE, SignedEntry, create_entry, decode_entry
+from nodenet.protocol.errors import ProtocolError, RemoteProtocolError
+from nodenet.protocol.hlc import HybridClock
+from nodenet.protocol.identity import NodeId, verify
+from nodenet.protocol.members import MemberEvent
+from nodenet.protocol.messages import Address, Entry, EntryRequest, Error, Message, Sync
+from nodenet.protocol.reconcile import Reconciler
+from nodenet.protocol.replication import (
+    Ingest,
+    Lookup,
+    Pull,
+    ReplicationConfig,
+    Replicator,
+)
+from nodenet.protocol.replication import Sync as SyncOrder
+
+__all__ = ["StoreConfig", "StoreService", "StoreStats"]
+
+log = logging.getLogger("nodenet.store")
+
+TRANSFER_BATCH = 256
+"""Entries per pull or push conversation: at most 256 × 1 MiB stays under the stream cap."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreConfig:
+    """Settings of the replicated store."""
+
+    max_value: int = DEFAULT_MAX_VALUE
+    """Largest value in bytes (64 KiB; up to 1 MiB). Every node of a cluster must agree."""
+    tombstone_ttl_s: float = 7 * 24 * 3600.0
+    """Deletes are remembered this long; a node away longer must resync from scratch."""
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    ingest_queue: int = 4096
+    """Encoded entries waiting for verification; beyond it gossip is dropped (and counted)."""
+    verify_threads: int = 2
+    """Threads verifying signatures at once (one per core on the reference machine)."""
+    sync_timeout_s: float = 60.0
+    max_sync_rounds: int = 32
+    gc_interval_s: float = 3600.0
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """Counters (exported as metrics)."""
+
+    ingested: dict[str, int] = field(default_factory=dict)
+    """Entries by outcome: stored, duplicate, superseded, expired."""
+    rejected: dict[str, int] = field(default_factory=dict)
+    """Entries refused before storing, by reason (bad_signature, future, malformed, …)."""
+    dropped_queue_full: int = 0
+    submitted: int = 0
+    syncs: int = 0
+    sync_failures: int = 0
+    sync_rounds: int = 0
+    sync_bytes: int = 0
+    sync_seconds: float = 0.0
+    pulled: int = 0
+    pushed: int = 0
+
+
+class StoreService:
+    """The replicated store of one daemon."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        membership: MembershipService,
+        key: nacl.signing.SigningKey,
+        *,
+        config: StoreConfig | None = None,
+        rng: random.Random | None = None,
+        on_entries: Callable[[list[SignedEntry], str], None] | None = None,
+    ) -> None:
+        self.config = config or StoreConfig()
+        self.store = EntryStore(state, tombstone_ttl_s=self.config.tombstone_ttl_s)
+        self.membership = membership
+        self.clock = membership.clock
+        self._key = key
+        self.replicator = Replicator(
+            membership.core,
+            now=self.clock.now(),
+            rng=rng or random.Random(),
+            config=self.config.replication,
+        )
+        self.hlc = HybridClock()
+        self.stats = StoreStats()
+        self._on_entries = on_entries
+        self._ingest_in, self._ingest_out = trio.open_memory_channel[tuple[Address | None, bytes]](
+            self.config.ingest_queue
+        )
+        self._verify_limit = trio.CapacityLimiter(self.config.verify_threads)
+        self._rearm = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        membership.message_handler = self._on_message
+        membership.stream_handler = self._serve_stream
+
+    # --- running ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled."""
+        self.hlc.last = await trio.to_thread.run_sync(self._newest_hlc)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for _ in range(self.config.verify_threads):
+                nursery.start_soon(self._ingest_worker)
+            nursery.start_soon(self._timer_loop)
+            nursery.start_soon(self._gc_loop)
+            task_status.started()
+
+    def _newest_hlc(self) -> int:
+        """Start the clock past every stored entry (no write ever goes back in time)."""
+        with self.store.state.reader() as (txn, dbs), txn.cursor(dbs["entries"]) as cursor:
+            return int.from_bytes(cursor.key()[:8], "big") if cursor.last() else 0
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.replicator.get_timer()
+            with trio.move_on_at(deadline if deadline is not None else float("inf")):
+                await self._rearm.wait()
+            self._rearm = trio.Event()
+            now = self.clock.now()
+            timer = self.replicator.get_timer()
+            if timer is not None and timer <= now:
+                self.replicator.handle_timer(now)
+                self._flush()
+
+    async def _gc_loop(self) -> None:
+        while True:
+            await trio.sleep(self.config.gc_interval_s)
+            removed = await self.store.collect_garbage(now_ms=self.clock.wall_ms())
+            if removed:
+                log.info(
+                    "forgot %d tombstones older than %.0f days",
+                    removed,
+                    self.config.tombstone_ttl_s / 86400,
+                )
+
+    # --- inputs from the membership service ---------------------------------------------
+
+    def joined(self) -> None:
+        """We joined (or rejoined) the cluster: reconcile soon."""
+        self.replicator.joined(self.clock.now())
+        self._flush()
+
+    def membership_events(self, events: Sequence[MemberEvent]) -> None:
+        """Reconcile soon with members that (re)joined."""
+        self.replicator.membership_events(self.clock.now(), events)
+        self._flush()
+
+    def _on_message(self, now: float, sender: NodeId, address: Address, message: Message) -> None:
+        if self.replicator.receive(now, sender, address, message):
+            self._flush()
+
+    def _flush(self) -> None:
+        assert self._nursery is not None, "run() first"
+        for out in self.replicator.outputs():
+            if isinstance(out, Ingest):
+                for blob in out.entries:
+                    self._queue_ingest(out.source, blob)
+            elif isinstance(out, Lookup):
+                self._nursery.start_soon(self._lookup, out)
+            elif isinstance(out, Pull):
+                self._nursery.start_soon(self._pull, out.address, out.ids)
+            elif isinstance(out, SyncOrder):
+                self._nursery.start_soon(self._sync, out.address)
+        self._rearm.set()
+
+    def _queue_ingest(self, source: Address | None, blob: bytes) -> None:
+        try:
+            self._ingest_in.send_nowait((source, blob))
+        except trio.WouldBlock:
+            self.stats.dropped_queue_full += 1
+
+    # --- local writes -------------------------------------------------------------------
+
+    async def submit(self, key: str, value: bytes, *, tombstone: bool = False) -> SignedEntry:
+        """Write an entry as this node; returns once it is durably committed here."""
+        hlc = self.hlc.now(self.clock.wall_ms())
+        entry = create_entry(
+            self._key, key, value, hlc, tombstone=tombstone, max_value=self.config.max_value
+        )
+        await self._store_local([entry])
+        return entry
+
+    async def submit_signed(self, encoded: bytes) -> SignedEntry:
+        """Store a pre-signed entry (any author); RemoteProtocolError if it is invalid."""
+        entry = decode_entry(
+            encoded, now_ms=self.clock.wall_ms(), max_value=self.config.max_value, verify=verify
+        )
+        self.hlc.observe(entry.hlc, self.clock.wall_ms())
+        await self._store_local([entry])
+        return entry
+
+    async def _store_local(self, entries: list[SignedEntry]) -> None:
+        outcomes = await self.store.ingest(entries, now_ms=self.clock.wall_ms())
+        self._count(outcomes)
+        stored = [e for e, o in zip(entries, outcomes, strict=True) if o == IngestOutcome.STORED]
+        self.stats.submitted += len(stored)
+        now = self.clock.now()
+        for entry in stored:
+            self.replicator.submitted(now, entry)
+        self._flush()
+        if stored and self._on_entries is not None:
+            self._on_entries(stored, "local")
+
+    def _count(self, outcomes: Sequence[str]) -> None:
+        for outcome in outcomes:
+            self.stats.ingested[outcome] = self.stats.ingested.get(outcome, 0) + 1
+
+    # --- entries from peers -------------------------------------------------------------
+
+    async def _ingest_worker(self) -> None:
+        while True:
+            batch = [await self._ingest_out.receive()]
+            while len(batch) < 256:
+                try:
+                    batch.append(self._ingest_out.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            await self.ingest([blob for _, blob in batch])
+
+    async def ingest(self, blobs: Sequence[bytes]) -> list[SignedEntry]:
+        """Verify and store entries from peers; the ones that became new heads."""
+        now_ms = self.clock.wall_ms()
+        decoded = await trio.to_thread.run_sync(
+            self._decode, blobs, now_ms, limiter=self._verify_limit
+        )
+        entries = []
+        for item in decoded:
+            if isinstance(item, SignedEntry):
+                entries.append(item)
+            else:
+                self.stats.rejected[item] = self.stats.rejected.get(item, 0) + 1
+        if not entries:
+            return []
+        outcomes = await self.store.ingest(entries, now_ms=now_ms)
+        self._count(outcomes)
+        stored = [e for e, o in zip(entries, outcomes, strict=True) if o == IngestOutcome.STORED]
+        for entry in stored:
+            self.hlc.observe(entry.hlc, now_ms)
+        if stored:
+            self.replicator.stored(self.clock.now(), stored)
+            self._flush()
+            if self._on_entries is not None:
+                self._on_entries(stored, "replicated")
+        return stored
+
+    def _decode(self, blobs: Sequence[bytes], now_ms: int) -> list[SignedEntry | str]:
+        out: list[SignedEntry | str] = []
+        for blob in blobs:
+            try:
+                out.append(
+                    decode_entry(
+                        blob, now_ms=now_ms, max_value=self.config.max_value, verify=verify
+                    )
+                )
+            except RemoteProtocolError as exc:
+                out.append(exc.reason)
+                log.debug("refused an entry: %s", exc)
+        return out
+
+    async def _lookup(self, lookup: Lookup) -> None:
+        missing = await trio.to_thread.run_sync(self.store.missing_sync, list(lookup.ids))
+        if missing:
+            self.replicator.missing(self.clock.now(), lookup.source, missing)
+            self._flush()
+
+    async def _pull(self, address: Address, ids: Sequence[bytes]) -> None:
+        for start in range(0, len(ids), TRANSFER_BATCH):
+            batch = ids[start : start + TRANSFER_BATCH]
+            reply, failure = await self.membership.request(
+                address, [EntryRequest(ids=tuple(batch))]
+            )
+            if reply is None:
+                log.debug("pull of %d entries from %s failed: %s", len(batch), address, failure)
+                return
+            blobs = [m.entry for m in reply if isinstance(m, Entry)]
+            self.stats.pulled += len(blobs)
+            await self.ingest(blobs)
+
+    async def _push(self, address: Address, ids: Sequence[bytes]) -> None:
+        for start in range(0, len(ids), TRANSFER_BATCH):
+            blobs = await trio.to_thread.run_sync(
+                self.store.get_by_ids_sync, list(ids[start : start + TRANSFER_BATCH])
+            )
+            if not blobs:
+                continue
+            try:
+                conn = await self.membership.connect(address)
+            except OSError as exc:
+                log.debug("push to %s failed: %s", address, exc)
+                return
+            async with conn.stream:
+                try:
+                    await conn.send([Entry(entry=b) for b in blobs])
+                    await conn.send_eof()
+                    await conn.receive_all()
+                except (
+                    trio.BrokenResourceError,
+                    trio.ClosedResourceError,
+                    OSError,
+                    RemoteProtocolError,
+                ) as exc:
+                    log.debug("push to %s failed: %s", address, exc)
+                    return
+            self.stats.pushed += len(blobs)
+
+    # --- reconciliation -----------------------------------------------------------------
+
+    def _session(self) -> tuple[Reconciler, Callable[..., bytes | None]]:
+        source = LmdbItemSource()
+        reconciler = Reconciler(source)
+
+        def step(call: Callable[..., bytes | None], *args: bytes) -> bytes | None:
+            with self.store.state.reader() as (txn, dbs):
+                source.bind(txn, dbs)
+                return call(*args)
+
+        return reconciler, step
+
+    async def _sync(self, address: Address) -> None:
+        """Initiate a reconciliation with `address`, then pull and push the difference."""
+        started = self.clock.now()
+        self.stats.syncs += 1
+        reconciler, step = self._session()
+        try:
+            conn = await self.membership.connect(address)
+        except OSError as exc:
+            self.stats.sync_failures += 1
+            log.debug("sync with %s: cannot connect: %s", address, exc)
+            return
+        rounds = 0
+        with trio.move_on_after(self.config.sync_timeout_s) as timeout:
+            async with conn.stream:
+                try:
+                    message = await trio.to_thread.run_sync(step, reconciler.initiate)
+                    while message is not None:
+                        await conn.send([Sync(payload=message)])
+                        if reconciler.done:
+                            break
+                        reply = await conn.receive()
+                        payload = _sync_payload(reply)
+                        if payload is None:
+                            break
+                        rounds += 1
+                        if rounds > self.config.max_sync_rounds:
+                            raise TooManyRounds(address)
+                        message = await trio.to_thread.run_sync(step, reconciler.receive, payload)
+                    await conn.send_eof()
+                except (ProtocolError, TooManyRounds) as exc:
+                    self.stats.sync_failures += 1
+                    log.info("sync with %s failed: %s", address, exc)
+                    return
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    self.stats.sync_failures += 1
+                    log.debug("sync with %s: connection lost: %s", address, exc)
+                    return
+                finally:
+                    self.stats.sync_rounds += rounds
+                    self.stats.sync_bytes += conn.bytes_in + conn.bytes_out
+        if timeout.cancelled_caught or not reconciler.done:
+            self.stats.sync_failures += 1
+            return
+        self.stats.sync_seconds += self.clock.now() - started
+        need, have = sorted(reconciler.need), sorted(reconciler.have)
+        if need or have:
+            log.info("sync with %s: pulling %d entries, pushing %d", address, len(need), len(have))
+        await self._pull(address, need)
+        await self._push(address, have)
+
+    async def _serve_stream(self, conn: FrameConnection, first: list[Message]) -> None:
+        """A peer's store conversation: a reconciliation, a pull, or a push."""
+        if isinstance(first[0], Sync):
+            await self._answer_sync(conn, first)
+        elif isinstance(first[0], EntryRequest):
+            request = first + await conn.receive_all()
+            ids = [i for m in request if isinstance(m, EntryRequest) for i in m.ids]
+            blobs = await trio.to_thread.run_sync(
+                self.store.get_by_ids_sync, ids[: TRANSFER_BATCH * 4]
+            )
+            await conn.send([Entry(entry=b) for b in blobs])
+        elif isinstance(first[0], Entry):
+            pushed = first + await conn.receive_all()
+            await self.ingest([m.entry for m in pushed if isinstance(m, Entry)])
+        else:
+            await conn.send([Error(code="unsupported", message=f"unexpected {first[0].TYPE.name}")])
+
+    async def _answer_sync(self, conn: FrameConnection, first: list[Message]) -> None:
+        reconciler, step = self._session()
+        payload = _sync_payload(first)
+        rounds = 0
+        with trio.move_on_after(self.config.sync_timeout_s):
+            while payload is not None and rounds <= self.config.max_sync_rounds:
+                rounds += 1
+                reply = await trio.to_thread.run_sync(step, reconciler.receive, payload)
+                if reply is None:
+                    break
+                await conn.send([Sync(payload=reply)])
+                if reconciler.done:
+                    break
+                payload = _sync_payload(await conn.receive())
+
+
+class TooManyRounds(Exception):
+    """A reconciliation that does not converge within the round limit."""
+
+    def __init__(self, address: Address) -> None:
+        super().__init__(f"reconciliation with {address} took too many rounds")
+
+
+def _sync_payload(messages: list[Message] | None) -> bytes | None:
+    if not messages:
+        return None
+    for message in messages:
+        if isinstance(message, Sync):
+            return message.payload
+    return None
