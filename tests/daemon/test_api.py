@@ -10,57 +10,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import httpx
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
-from support.daemons import CLUSTER_KEY, node_dir, short_tmpdir
+from support.daemons import CLUSTER_KEY
+from support.inprocess import Running
 
-from nodenet.daemon.config import load_config
-from nodenet.daemon.daemon import Daemon
 from nodenet.protocol.keyring import ClusterKey
-
-
-class Running:
-    """A daemon started in the test's nursery, with an HTTP client on its socket."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.http = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(daemon.config.api.socket)),
-            base_url="http://nodenetd",
-            timeout=10,
-        )
-
-    @property
-    def address(self) -> str:
-        return str(self.daemon.config.advertise)
-
-
-async def start(nursery: trio.Nursery, root: Path, name: str, **options) -> Running:
-    config = load_config(node_dir(root, name, **options), environ={})
-    daemon = Daemon(config)
-    await nursery.start(daemon.run)
-    return Running(daemon)
-
-
-@pytest.fixture
-async def pair() -> AsyncIterator[tuple[Running, Running]]:
-    root = short_tmpdir()
-    try:
-        with trio.fail_after(60):
-            async with trio.open_nursery() as nursery:
-                a = await start(nursery, root, "a")
-                b = await start(nursery, root, "b")
-                yield a, b
-                for node in (a, b):
-                    await node.http.aclose()
-                    node.daemon.request_shutdown()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 async def join(a: Running, b: Running) -> None:

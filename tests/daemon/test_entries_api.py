@@ -1,0 +1,186 @@
+"""The replicated store through the API of two in-process daemons (real sockets and LMDB)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import msgpack
+import nacl.signing
+import pytest
+import trio
+
+from nodenet.protocol.entries import MAX_FUTURE_MS, create_entry
+from nodenet.protocol.hlc import pack_hlc
+from nodenet.protocol.identity import ENTRY_CONTEXT, sign
+
+STRANGER = nacl.signing.SigningKey(b"\x77" * 32)
+MALLORY = nacl.signing.SigningKey(b"\x66" * 32)
+
+
+async def joined(pair) -> tuple:
+    a, b = pair
+    response = await b.http.post("/v1/join", json={"addresses": [a.address]})
+    assert response.status_code == 200
+    return a, b
+
+
+async def eventually(check, timeout: float = 15) -> None:
+    with trio.fail_after(timeout):
+        while not await check():
+            await trio.sleep(0.05)
+
+
+async def test_submit_get_list_delete_and_replication(pair):
+    a, b = await joined(pair)
+    written = await a.http.post("/v1/entries", json={"key": "app/config", "value": "replicas=3"})
+    assert written.status_code == 200
+    meta = written.json()
+    assert meta["key"] == "app/config"
+    assert len(meta["id"]) == 64
+    assert meta["author"] == (await a.http.get("/v1/self")).json()["id"]
+
+    async def on_b() -> bool:
+        return (await b.http.get("/v1/entries/app/config")).status_code == 200
+
+    await eventually(on_b)
+    got = (await b.http.get("/v1/entries/app/config")).json()
+    assert (got["value"], got["id"]) == ("replicas=3", meta["id"])
+
+    batch = {
+        "entries": [
+            {"key": f"app/{i}", "value_b64": base64.b64encode(bytes([i])).decode()}
+            for i in range(5)
+        ]
+    }
+    assert len((await b.http.post("/v1/entries", json=batch)).json()["entries"]) == 5
+    listed = (await b.http.get("/v1/entries", params={"prefix": "app/", "limit": 3})).json()
+    assert [e["key"] for e in listed["entries"]] == ["app/0", "app/1", "app/2"]
+    more = (
+        await b.http.get("/v1/entries", params={"prefix": "app/", "after": listed["next"]})
+    ).json()
+    assert [e["key"] for e in more["entries"]] == ["app/3", "app/4", "app/config"]
+
+    deleted = await b.http.delete("/v1/entries/app/config")
+    assert deleted.json()["deleted"] is True
+
+    async def gone_on_a() -> bool:
+        return (await a.http.get("/v1/entries/app/config")).status_code == 404
+
+    await eventually(gone_on_a)
+    missing = await a.http.get("/v1/entries/app/config")
+    assert missing.json()["error"]["code"] == "not_found"
+
+    async def same_heads() -> bool:
+        x, y = (await a.http.get("/v1/store")).json(), (await b.http.get("/v1/store")).json()
+        return x == y
+
+    await eventually(same_heads)
+
+
+async def test_entries_appear_on_the_event_stream(pair):
+    a, _ = pair
+    seen: list[dict] = []
+
+    async def read() -> None:
+        async with a.http.stream("GET", "/v1/events") as response:
+            async for line in response.aiter_lines():
+                if line.startswith("event: entry"):
+                    seen.append({})
+                elif line.startswith("data: ") and seen and not seen[-1]:
+                    seen[-1] = json.loads(line[6:])
+                    return
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await trio.sleep(0.2)
+            await a.http.post("/v1/entries", json={"key": "watched", "value": "1"})
+    assert seen[0]["key"] == "watched"
+    assert seen[0]["origin"] == "local"
+
+
+def _signed(
+    fields: list, signer: nacl.signing.SigningKey, *, signature: bytes | None = None
+) -> str:
+    body = msgpack.packb(fields, use_bin_type=True)
+    entry = msgpack.packb([body, signature or sign(signer, ENTRY_CONTEXT, body)], use_bin_type=True)
+    return base64.b64encode(entry).decode()
+
+
+def _now_hlc() -> int:
+    import time
+
+    return pack_hlc(time.time_ns() // 1_000_000, 0)
+
+
+async def test_a_pre_signed_entry_from_another_author_is_stored(pair):
+    a, _ = pair
+    entry = create_entry(STRANGER, "imported", b"ok", _now_hlc())
+    response = await a.http.post(
+        "/v1/entries", json={"signed": base64.b64encode(entry.encoded).decode()}
+    )
+    assert response.status_code == 200
+    assert response.json()["id"] == entry.id.hex()
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "code"),
+    [
+        ("tampered value", 400, "bad_signature"),
+        ("forged author", 400, "bad_signature"),
+        ("future hlc", 400, "future"),
+        ("oversized value", 413, "too_large"),
+        ("key not utf-8", 400, "malformed"),
+    ],
+)
+async def test_bad_signed_entries_are_refused_with_a_clear_error_and_not_stored(
+    pair, case, status, code
+):
+    a, _ = pair
+    honest = create_entry(STRANGER, "target", b"value", _now_hlc())
+    fields = list(msgpack.unpackb(msgpack.unpackb(honest.encoded)[0]))
+    if case == "tampered value":
+        fields[2] = b"evil"
+        signed = _signed(fields, STRANGER, signature=honest.signature)
+    elif case == "forged author":
+        signed = _signed(fields, MALLORY)  # claims STRANGER wrote it, signed by Mallory
+    elif case == "future hlc":
+        fields[4] = _now_hlc() + ((MAX_FUTURE_MS + 60_000) << 16)
+        signed = _signed(fields, STRANGER)
+    elif case == "oversized value":
+        fields[2] = b"x" * 70_000
+        signed = _signed(fields, STRANGER)
+    else:
+        body = msgpack.packb(fields, use_bin_type=True).replace(b"\xa6target", b"\xa6\xff\xfearget")
+        signed = base64.b64encode(
+            msgpack.packb([body, sign(STRANGER, ENTRY_CONTEXT, body)], use_bin_type=True)
+        ).decode()
+    response = await a.http.post("/v1/entries", json={"signed": signed})
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code)
+    assert response.json()["error"]["message"]
+    assert (await a.http.get("/v1/entries/target")).status_code == 404
+    assert (await a.http.get("/v1/store")).json()["entries"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"key": "k" * 300, "value": "v"}, 422),
+        ({"key": "bad\udcffkey", "value": "v"}, 422),
+        ({"key": "k", "value": "v" * 70_000}, 413),
+        ({"key": "k"}, 400),
+        ({"key": "k", "value": "v", "value_b64": "dg=="}, 400),
+        ({"key": "k", "value_b64": "###"}, 400),
+        ({"value": "no key"}, 400),
+        ({"key": "line\nbreak", "value": "v"}, 400),
+    ],
+)
+async def test_bad_writes_get_clear_errors(pair, body, status):
+    a, _ = pair
+    content = json.dumps(body).encode()
+    response = await a.http.post(
+        "/v1/entries", content=content, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["message"]
