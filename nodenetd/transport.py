@@ -100,7 +100,12 @@ class UdpTcpTransport:
 
     async def connect(self, address: Address) -> trio.abc.Stream:
         host, port = self._destination(address)
-        return await trio.open_tcp_stream(host, port)
+        # From our own address, when we have one: peers (and firewalls) see the same
+        # source for our TCP as for our UDP.
+        local = None if ipaddress.ip_address(self._bind.host).is_unspecified else self._bind.host
+        if local is not None and self._family == stdlib_socket.AF_INET6 and ":" not in host:
+            local = None  # a v6 socket bound to a v6 address cannot reach a v4 peer from it
+        return await trio.open_tcp_stream(host, port, local_address=local)
 
     async def serve_streams(
         self,

@@ -183,8 +183,10 @@ class Membership:
         )
         # Store updates ride along too, but only in the room membership updates leave:
         # knowing who is alive must never wait behind a burst of writes.
+        # They are also sent twice as often: a membership update missed here is caught by
+        # the next probe or push-pull, an entry missed waits for anti-entropy.
         self._payloads = BroadcastQueue(
-            retransmit_mult=self.config.retransmit_mult, max_items=self.config.max_broadcasts
+            retransmit_mult=2 * self.config.retransmit_mult, max_items=self.config.max_broadcasts
         )
         self._timers: list[_Timer] = []
         self._timer_order = itertools.count()
@@ -400,8 +402,8 @@ class Membership:
     def broadcast(self, message: Message, key: Hashable | None = None) -> None:
         """Queue a store update (ENTRY, ENTRY_ANNOUNCE) for piggybacking and gossip.
 
-        It is sent `retransmit_mult · ceil(log10(N+1))` times, in whatever room membership
-        updates leave; an update with the same `key` replaces a queued one."""
+        It is sent `2 · retransmit_mult · ceil(log10(N+1))` times, in whatever room
+        membership updates leave; an update with the same `key` replaces a queued one."""
         self._payloads.queue(message, key)
 
     def _exchange(
