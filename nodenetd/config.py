@@ -17,10 +17,11 @@ import os
 import socket
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from nodenet.daemon.handlers import HandlerConfig
 from nodenet.daemon.paths import (
     SYSTEM_CONFIG_PATH,
     default_config_path,
@@ -118,6 +119,7 @@ class DaemonConfig:
     leave_timeout_s: float = 5.0
     """How long a graceful stop waits for the LEAVE to spread."""
     store: StoreConfig = field(default_factory=StoreConfig)
+    handlers: tuple[HandlerConfig, ...] = ()
     source: str = "built-in defaults"
 
     @property
@@ -202,7 +204,9 @@ def load_config(
         raw.setdefault(section, {})[key] = value
         origin[dotted] = "command line"
     _check_known(raw, origin)
-    return _build(raw, origin, source, euid, environ)
+    config = _build(raw, origin, source, euid, environ)
+    handlers = _handlers(raw.get("handlers", []), source)  # type: ignore[arg-type]
+    return replace(config, handlers=handlers)
 
 
 _ENV_IGNORED = {
@@ -252,13 +256,18 @@ def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     for section, values in data.items():
-        if not isinstance(values, dict):
+        if section == "handlers":
+            if not isinstance(values, list) or not all(isinstance(h, dict) for h in values):
+                raise ConfigError(f"config file {path}: handlers must be [[handlers]] tables")
+        elif not isinstance(values, dict):
             raise ConfigError(f"config file {path}: `{section}` must be a [section] table")
     return data
 
 
-def _check_known(raw: Mapping[str, Mapping[str, Any]], origin: Mapping[str, str]) -> None:
+def _check_known(raw: Mapping[str, Any], origin: Mapping[str, str]) -> None:
     for section, values in raw.items():
+        if section == "handlers":
+            continue
         if section not in SCHEMA:
             raise ConfigError(
                 f"unknown section [{section}] (from {origin.get(next(iter(values), ''), '?')});"
@@ -452,3 +461,82 @@ def _build(
         leave_timeout_s=r.number("daemon.leave_timeout_s", 5.0, minimum=0.0),
         source=source,
     )
+
+
+HANDLER_KEYS = {
+    "name": "label in logs and metrics (default: the prefix)",
+    "prefix": 'run for entries whose key starts with this (required; "" for all)',
+    "command": 'argv list, e.g. ["/usr/local/bin/on-config", "--reload"] (no shell)',
+    "timeout_s": "seconds before the command is killed (default 30)",
+    "concurrency": "runs at once (default 2)",
+    "queue": "entries waiting; more are dropped and counted (default 1000)",
+    "on_delete": "also run for deletes (default true)",
+    "local": "also run for writes made through this node (default true)",
+}
+
+
+def _handlers(tables: list[dict[str, Any]], source: str) -> tuple[HandlerConfig, ...]:
+    """Validate the [[handlers]] tables."""
+    handlers = []
+    names: set[str] = set()
+    for index, table in enumerate(tables):
+        where = f"handlers[{index}]"
+        unknown = set(table) - set(HANDLER_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"unknown key {where}.{sorted(unknown)[0]} (from {source}); known keys:"
+                f" {', '.join(sorted(HANDLER_KEYS))}"
+            )
+        prefix = table.get("prefix")
+        if not isinstance(prefix, str):
+            raise ConfigError(f'{where}.prefix (from {source}): required, a string ("" for all)')
+        command = table.get("command")
+        if (
+            not isinstance(command, list)
+            or not command
+            or not all(isinstance(a, str) and a for a in command)
+        ):
+            raise ConfigError(
+                f"{where}.command = {command!r} (from {source}): must be a non-empty list of"
+                " strings, the program first (no shell)"
+            )
+        name = table.get("name", prefix or "all")
+        if not isinstance(name, str) or not name or name in names:
+            raise ConfigError(
+                f"{where}.name = {name!r} (from {source}): must be unique and non-empty"
+            )
+        names.add(name)
+        numbers = {}
+        for key, default, minimum in (
+            ("timeout_s", 30.0, 0.1),
+            ("concurrency", 2, 1),
+            ("queue", 1000, 1),
+        ):
+            value = table.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+                raise ConfigError(
+                    f"{where}.{key} = {value!r} (from {source}): must be a number ≥ {minimum}"
+                )
+            if key != "timeout_s" and not isinstance(value, int):
+                raise ConfigError(f"{where}.{key} = {value!r} (from {source}): must be an integer")
+            numbers[key] = value
+        flags = {}
+        for key in ("on_delete", "local"):
+            value = table.get(key, True)
+            if not isinstance(value, bool):
+                raise ConfigError(
+                    f"{where}.{key} = {value!r} (from {source}): must be true or false"
+                )
+            flags[key] = value
+        handlers.append(
+            HandlerConfig(
+                name=name,
+                prefix=prefix,
+                command=tuple(command),
+                timeout_s=float(numbers["timeout_s"]),
+                concurrency=int(numbers["concurrency"]),
+                queue=int(numbers["queue"]),
+                **flags,
+            )
+        )
+    return tuple(handlers)

@@ -31,6 +31,7 @@ from nodenet.daemon.api import ApiError, create_app, wrap
 from nodenet.daemon.config import DaemonConfig, parse_address
 from nodenet.daemon.events import EventHub
 from nodenet.daemon.files import write_atomically
+from nodenet.daemon.handlers import Handlers
 from nodenet.daemon.keyfile import load_or_create_node_key
 from nodenet.daemon.lock import StateLock, acquire_state_lock, claim_socket_path
 from nodenet.daemon.metrics import Metrics
@@ -168,6 +169,8 @@ class Daemon:
         self._transport = transport
         self.notifier = notifier or Notifier.from_environ()
         self.metrics = Metrics()
+        self.handlers = Handlers(config.handlers)
+        self.metrics.attach_handlers(self.handlers)
         self.hub = EventHub()
         self.service: MembershipService | None = None
         self.replication: StoreService | None = None
@@ -288,6 +291,7 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.service.run)
             await nursery.start(self.replication.run)
+            await nursery.start(self.handlers.run)
             await nursery.start(self._serve_api)
             nursery.start_soon(self.notifier.run_watchdog)
             known = [s.alive.address for s in states if s.status is None]
@@ -361,6 +365,7 @@ class Daemon:
             self.service.codec.keyring = ring
         if config.tags != self.config.tags:
             self.service.set_tags(dict(config.tags))
+        self.handlers.reload(config.handlers)
         self.config = config
         log.info("reloaded configuration from %s", config.source)
         self.notifier.ready(self._status_line())
@@ -565,6 +570,7 @@ class Daemon:
     def _on_entries(self, entries: list[SignedEntry], origin: str) -> None:
         for entry in entries:
             self.hub.publish("entry", {**entry_json(entry), "origin": origin})
+        self.handlers.dispatch(entries, origin)
 
     def _replication(self) -> StoreService:
         if self.replication is None or self._stopping:

@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from nodenet.daemon.handlers import Handlers
 from nodenet.daemon.replication import StoreService
 from nodenet.daemon.service import MembershipService
 from nodenet.protocol.members import EventKind, MemberEvent, MemberStatus
@@ -194,6 +195,21 @@ def _store_metrics(store: StoreService) -> Iterator[Metric]:
     )
 
 
+class _HandlerCollector(Collector):
+    def __init__(self, handlers: Handlers) -> None:
+        self._handlers = handlers
+
+    def collect(self) -> Iterator[Metric]:
+        runs = CounterMetricFamily(
+            "nodenet_handler_runs",
+            "Handler runs by handler and result (ok, failed, timeout, error, dropped).",
+            labels=["handler", "result"],
+        )
+        for (name, result), count in sorted(self._handlers.results.items()):
+            runs.add_metric([name, result], count)
+        yield runs
+
+
 class Metrics:
     """The daemon's registry and the few metrics observed as they happen."""
 
@@ -217,6 +233,10 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )
+
+    def attach_handlers(self, handlers: Handlers) -> None:
+        """Export handler run counts."""
+        self.registry.register(_HandlerCollector(handlers))
 
     def attach(self, service: MembershipService, store: StoreService | None = None) -> None:
         """Export these services' counters."""
