@@ -558,6 +558,7 @@ class Daemon:
         checks = {
             "membership": "ok" if self.service is not None and not self._stopping else "stopping",
             "state": "ok" if self.store is not None and not self._store_failed else "failing",
+            "store": "ok" if self.replication is not None and not self._stopping else "stopping",
         }
         return all(v == "ok" for v in checks.values()), checks
 

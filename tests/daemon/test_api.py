@@ -167,7 +167,10 @@ async def test_health_metrics_and_openapi(pair):
     a, b = pair
     await join(a, b)
     health = await a.http.get("/health")
-    assert health.json() == {"status": "ok", "checks": {"membership": "ok", "state": "ok"}}
+    assert health.json() == {
+        "status": "ok",
+        "checks": {"membership": "ok", "state": "ok", "store": "ok"},
+    }
     metrics = await a.http.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(metrics.text)}

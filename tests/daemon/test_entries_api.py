@@ -184,3 +184,31 @@ async def test_bad_writes_get_clear_errors(pair, body, status):
     )
     assert response.status_code == status, response.text
     assert response.json()["error"]["message"]
+
+
+async def test_bad_entries_on_the_wire_are_counted_and_not_stored(pair):
+    a, b = await joined(pair)
+    honest = create_entry(STRANGER, "wire", b"value", _now_hlc())
+    fields = list(msgpack.unpackb(msgpack.unpackb(honest.encoded)[0]))
+    fields[2] = b"tampered"
+    tampered = base64.b64decode(_signed(fields, STRANGER, signature=honest.signature))
+    future_fields = list(fields)
+    future_fields[2] = b"v"
+    future_fields[4] = _now_hlc() + ((MAX_FUTURE_MS + 60_000) << 16)
+    future = base64.b64decode(_signed(future_fields, STRANGER))
+    service = b.daemon.service
+    from nodenet.protocol.messages import Entry
+
+    for blob in (tampered, future, b"\x92garbage"):
+        (datagram,) = service.codec.encode_datagrams([Entry(entry=blob)], service.clock.wall_ms())
+        await service.transport.send_datagram(datagram, a.daemon.config.advertise)
+
+    async def counted() -> bool:
+        rejected = a.daemon.replication.stats.rejected
+        return sum(rejected.values()) >= 3
+
+    await eventually(counted)
+    assert {"bad_signature", "future", "malformed"} <= set(a.daemon.replication.stats.rejected)
+    assert (await a.http.get("/v1/entries/wire")).status_code == 404
+    metrics = (await a.http.get("/metrics")).text
+    assert 'nodenet_entries_rejected_total{reason="bad_signature"} 1.0' in metrics
