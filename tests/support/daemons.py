@@ -58,12 +58,14 @@ def node_dir(
     profile: str = "local",
     extra: str = "",
     bind: str = "127.0.0.1",
+    api_tcp: str | None = None,
 ) -> Path:
     """Create a node's state dir, keyring and config; return the config path."""
     directory = root / name
     directory.mkdir(parents=True, exist_ok=True)
     write_keyring(directory / "keyring", ring or Keyring([CLUSTER_KEY]))
     port = port or free_port(bind)
+    tcp_line = f'tcp = "{api_tcp}"' if api_tcp else ""
     config = directory / "nodenet.toml"
     config.write_text(
         f"""
@@ -82,6 +84,7 @@ profile = "{profile}"
 
 [api]
 socket = "{directory / "api.sock"}"
+{tcp_line}
 
 [daemon]
 shutdown_timeout_s = 10
