@@ -143,7 +143,9 @@ class StoreService:
             task_status.started()
 
     def _newest_hlc(self) -> int:
-        """Start the clock past every stored entry (no write ever goes back in time)."""
+        """Start the clock past every stored entry (no write ever goes back in time), and
+        learn how many entries there are."""
+        self.store.count = self.store.count_sync()
         with self.store.state.reader() as (txn, dbs), txn.cursor(dbs["entries"]) as cursor:
             return int.from_bytes(cursor.key()[:8], "big") if cursor.last() else 0
 
