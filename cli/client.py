@@ -16,7 +16,7 @@ import http.client
 import json
 import os
 import socket
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -168,12 +168,18 @@ class ApiClient:
         *,
         last_event_id: str | None = None,
         idle_timeout_s: float = STREAM_IDLE_TIMEOUT_S,
+        on_open: Callable[[], None] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Follow a server-sent event stream: yields {"id", "event", "data"} per event."""
+        """Follow a server-sent event stream: yields {"id", "event", "data"} per event.
+
+        `on_open` is called once the daemon has accepted the stream, before any event: a
+        quiet stream may carry no event for a long time.
+        """
         headers = {"Accept": "text/event-stream"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
         connection = self._connection(idle_timeout_s)
+        response: http.client.HTTPResponse | None = None
         try:
             with self._reaching(idle_timeout_s):
                 response = self._send(connection, "GET", path, None, query, headers)
@@ -186,8 +192,14 @@ class ApiClient:
                         "bad_response",
                         f"{path} answered {kind or 'no content type'}, not an event stream",
                     )
+                if on_open is not None:
+                    on_open()
                 yield from parse_sse(iter(response.readline, b""))
         finally:
+            # Closed here rather than by the garbage collector, which would swallow a
+            # KeyboardInterrupt raised meanwhile (io finalizers ignore exceptions).
+            if response is not None:
+                response.close()
             connection.close()
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:

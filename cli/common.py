@@ -7,10 +7,12 @@ with a one-line hint and never a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
+from nodenet.cli import output
 from nodenet.cli.client import DEFAULT_TIMEOUT_S, ApiClient, ApiError, Query, Unreachable
 
 __all__ = [
@@ -19,8 +21,10 @@ __all__ = [
     "AsJson",
     "call",
     "connect",
+    "emit",
     "fail",
     "unavailable",
+    "unexpected",
 ]
 
 EX_UNAVAILABLE = 69
@@ -44,6 +48,26 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """Print `nodenet: message` on stderr; raise the returned Exit to stop with `code`."""
     typer.echo(f"nodenet: {message}", err=True)
     return typer.Exit(code)
+
+
+def unexpected(answer: Any) -> typer.Exit:
+    """Report an answer of a shape this version does not know; raise the Exit (code 1)."""
+    return fail(
+        f"unexpected answer from nodenetd: {output.to_json(answer)[:200]}"
+        " (are nodenet and nodenetd the same version?)"
+    )
+
+
+def emit(answer: Any, as_json: bool, render: Callable[[Any], str]) -> None:
+    """Print the answer as JSON, or as `render` puts it for people."""
+    if as_json:
+        typer.echo(output.to_json(answer))
+        return
+    try:
+        text = render(answer)
+    except (AttributeError, KeyError, TypeError):
+        raise unexpected(answer) from None
+    typer.echo(text)
 
 
 def unavailable(error: Unreachable) -> typer.Exit:

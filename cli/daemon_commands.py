@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -17,7 +16,7 @@ from urllib.parse import quote
 import typer
 
 from nodenet.cli import output
-from nodenet.cli.common import Api, AsJson, call, fail
+from nodenet.cli.common import Api, AsJson, call, emit
 from nodenet.cli.keytext import check_key_text, key_id
 
 __all__ = [
@@ -46,21 +45,6 @@ class Status(StrEnum):
     suspect = "suspect"
     dead = "dead"
     left = "left"
-
-
-def _emit(answer: Any, as_json: bool, render: Callable[[Any], str]) -> None:
-    """Print the answer as JSON, or as `render` puts it for people."""
-    if as_json:
-        typer.echo(output.to_json(answer))
-        return
-    try:
-        text = render(answer)
-    except (AttributeError, KeyError, TypeError):
-        raise fail(
-            f"unexpected answer from nodenetd: {output.to_json(answer)[:200]}"
-            " (are nodenet and nodenetd the same version?)"
-        ) from None
-    typer.echo(text)
 
 
 def _pair(text: str, option: str) -> tuple[str, str]:
@@ -103,7 +87,7 @@ def peers(
     }
     answer = call(api, "GET", "/v1/peers", query=query)
     colour = output.wants_colour(sys.stdout)
-    _emit(answer, as_json, lambda a: output.format_peers(a.get("peers", []), colour=colour))
+    emit(answer, as_json, lambda a: output.format_peers(a.get("peers", []), colour=colour))
 
 
 def _check_regex(pattern: str, option: str) -> None:
@@ -118,7 +102,7 @@ def _check_regex(pattern: str, option: str) -> None:
 def status(as_json: AsJson = False, api: Api = None) -> None:
     """Summarise this node: name, id, address, state, members, keyring, uptime."""
     answer = call(api, "GET", "/v1/self")
-    _emit(answer, as_json, output.format_self)
+    emit(answer, as_json, output.format_self)
 
 
 def join(
@@ -134,7 +118,7 @@ def join(
 ) -> None:
     """Join the cluster through members at these addresses (push-pull with each)."""
     answer = call(api, "POST", "/v1/join", {"addresses": addresses}, timeout_s=timeout)
-    _emit(answer, as_json, output.format_join)
+    emit(answer, as_json, output.format_join)
     if not (isinstance(answer, dict) and answer.get("joined")):
         raise typer.Exit(1)
 
@@ -151,7 +135,7 @@ def leave(
 
 
 def _print_tags(answer: Any, as_json: bool) -> None:
-    _emit(answer, as_json, lambda a: "\n".join(f"{k}={v}" for k, v in sorted(a["tags"].items())))
+    emit(answer, as_json, lambda a: "\n".join(f"{k}={v}" for k, v in sorted(a["tags"].items())))
 
 
 def tags_set(
@@ -176,7 +160,7 @@ def tags_delete(
 def keys_list(as_json: AsJson = False, api: Api = None) -> None:
     """List the ids of the keys in this node's keyring (never the keys)."""
     answer = call(api, "GET", "/v1/keys")
-    _emit(answer, as_json, output.format_keys)
+    emit(answer, as_json, output.format_keys)
 
 
 def keys_install(
@@ -193,7 +177,7 @@ def keys_install(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="KEY") from None
     answer = call(api, "POST", "/v1/keys", {"key": text})
-    _emit(
+    emit(
         answer,
         as_json,
         lambda _: f"installed key {ident}; once every node has it: nodenet keys use {ident}",
@@ -220,11 +204,11 @@ def keys_use(ident: KeyId, as_json: AsJson = False, api: Api = None) -> None:
     """Make an installed key this node's primary (the one it seals with)."""
     ident = _key_id_argument(ident)
     answer = call(api, "POST", f"/v1/keys/{quote(ident, safe='')}/use")
-    _emit(answer, as_json, lambda _: f"primary key is now {ident}")
+    emit(answer, as_json, lambda _: f"primary key is now {ident}")
 
 
 def keys_remove(ident: KeyId, as_json: AsJson = False, api: Api = None) -> None:
     """Remove a secondary key from this node's keyring."""
     ident = _key_id_argument(ident)
     answer = call(api, "DELETE", f"/v1/keys/{quote(ident, safe='')}")
-    _emit(answer, as_json, lambda _: f"removed key {ident}")
+    emit(answer, as_json, lambda _: f"removed key {ident}")

@@ -1,7 +1,8 @@
 """`nodenet`: the command line for people.
 
-The commands that talk to a running nodenetd live in `daemon_commands.py` and import
-neither the daemon nor cryptography; the local ones here (init, id, keys generate, token)
+The commands that talk to a running nodenetd live in `daemon_commands.py` (membership,
+keys), `store_commands.py` (submit, get, ls, delete) and `watch.py`, and import neither the
+daemon nor cryptography; the local ones here (init, id, keys generate, token)
 import what they need inside the command, so that quick commands stay quick (DESIGN §5:
 `nodenet peers` must not import the daemon).
 """
@@ -15,8 +16,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from nodenet.cli import daemon_commands as daemon
+from nodenet.cli import store_commands as store
 from nodenet.cli.common import EX_UNAVAILABLE, Api, connect, fail
 from nodenet.cli.quickparams import QuickCommand, QuickGroup
+from nodenet.cli.watch import watch
 
 if TYPE_CHECKING:
     from nodenet.protocol.keyring import Keyring
@@ -286,6 +289,11 @@ app.command("status", cls=QuickCommand)(daemon.status)
 app.command("peers", cls=QuickCommand)(daemon.peers)
 app.command("join", cls=QuickCommand)(daemon.join)
 app.command("leave", cls=QuickCommand)(daemon.leave)
+app.command("submit", cls=QuickCommand)(store.submit)
+app.command("get", cls=QuickCommand)(store.get)
+app.command("ls", cls=QuickCommand)(store.ls)
+app.command("delete", cls=QuickCommand)(store.delete)
+app.command("watch", cls=QuickCommand)(watch)
 app.add_typer(tags_app, name="tags")
 tags_app.command("set", cls=QuickCommand)(daemon.tags_set)
 tags_app.command("delete", cls=QuickCommand)(daemon.tags_delete)

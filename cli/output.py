@@ -16,12 +16,20 @@ from typing import IO, Any
 __all__ = [
     "columns",
     "format_duration",
+    "format_entries",
+    "format_entry_event",
+    "format_entry_meta",
     "format_join",
     "format_keys",
+    "format_member_event",
     "format_peers",
     "format_self",
     "format_tags",
+    "format_written",
+    "printable",
+    "short_hex",
     "to_json",
+    "value_size",
     "wants_colour",
 ]
 
@@ -162,3 +170,93 @@ def format_keys(answer: Mapping[str, Any]) -> str:
 def to_json(data: Any) -> str:
     """The API's answer for scripts, indented, keys in the order the daemon sent them."""
     return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+VALUE_PREVIEW = 60
+"""Characters of a value `nodenet watch` shows before cutting it off with `…`."""
+
+
+def printable(text: str) -> str:
+    """`text` with characters that would break a line or a column (\\n, \\t, …) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def value_size(entry: Mapping[str, Any]) -> int:
+    """Bytes of an entry's value, from its base64 form without decoding it."""
+    encoded = str(entry.get("value_b64") or "")
+    return len(encoded) // 4 * 3 - encoded[-2:].count("=")
+
+
+def short_hex(text: str) -> str:
+    """The first 10 characters of an entry id, with `…` when there are more."""
+    return text if len(text) <= 10 else text[:10] + "…"
+
+
+def format_written(answer: Mapping[str, Any]) -> str:
+    """One line for a POST or DELETE /v1/entries answer: key, id, HLC and its time."""
+    verb = "deleted" if answer.get("deleted") else "stored"
+    return (
+        f"{verb} {printable(str(answer['key']))} id {short_hex(str(answer['id']))}"
+        f" hlc {answer['hlc']} ({answer['time']})"
+    )
+
+
+def format_entries(entries: Sequence[Mapping[str, Any]]) -> str:
+    """The `nodenet ls` table: KEY SIZE AUTHOR TIME, in the daemon's (key) order."""
+    rows = [
+        [
+            printable(str(e["key"])),
+            str(value_size(e)),
+            str(e.get("author", ""))[:10],
+            str(e.get("time", "")),
+        ]
+        for e in entries
+    ]
+    return columns(["KEY", "SIZE", "AUTHOR", "TIME"], rows)
+
+
+def format_entry_meta(entry: Mapping[str, Any]) -> str:
+    """`nodenet get --meta`: one `label  value` line per fact of a GET /v1/entries/{key}."""
+    size = value_size(entry)
+    kind = "text" if entry.get("value") is not None else "binary"
+    facts = [
+        ("key", printable(str(entry["key"]))),
+        ("author", entry["author"]),
+        ("hlc", entry["hlc"]),
+        ("time", entry["time"]),
+        ("id", entry["id"]),
+        ("size", f"{size} byte{'' if size == 1 else 's'} ({kind})"),
+    ]
+    width = max(len(label) for label, _ in facts)
+    return "\n".join(f"{label:<{width}}{GAP}{value}" for label, value in facts)
+
+
+def format_entry_event(data: Mapping[str, Any]) -> str:
+    """One `nodenet watch` line for an entry event: time, key, value or `deleted`, origin."""
+    if data.get("deleted"):
+        change = "deleted"
+    elif data.get("value") is None:
+        change = f"= <binary, {value_size(data)} bytes>"
+    elif not data["value"]:
+        change = "= <empty>"
+    else:
+        text = printable(str(data["value"]))
+        cut = text[:VALUE_PREVIEW] + "…" if len(text) > VALUE_PREVIEW else text
+        change = f"= {cut}"
+    author = str(data.get("author", "?"))[:10]
+    return (
+        f"{data['time']}{GAP}{printable(str(data['key']))}{GAP}{change}"
+        f"{GAP}(by {author}, {data.get('origin', '?')})"
+    )
+
+
+def format_member_event(data: Mapping[str, Any]) -> str:
+    """One `nodenet watch --members` line: time, member name, what happened, id and address."""
+    member = data["member"]
+    ident = member.get("short_id") or str(member.get("id", "?"))[:10]
+    return (
+        f"{data['at']}{GAP}member {printable(str(member.get('name', '?')))}{GAP}{data['kind']}"
+        f"{GAP}({ident}, {member.get('address', '?')})"
+    )

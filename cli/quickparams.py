@@ -3,9 +3,9 @@
 typer (0.29) converts every non-boolean parameter with a pydantic TypeAdapter, and the
 first conversion imports pydantic: ~60 ms of the 200 ms `nodenet peers` may take
 (DESIGN §5), spent turning strings into strings. `QuickCommand` gives each parameter whose
-type is plain (str, float, bool, an Enum, or a list of one of those) a converter written
-here, and `QuickGroup` does the same for the top-level options; anything else is still
-converted by typer. This leans on typer internals
+type is plain (str, int, float, bool, an Enum, or a list of one of those; numbers checked
+against the option's `min`/`max`) a converter written here, and `QuickGroup` does the same
+for the top-level options; anything else is still converted by typer. This leans on typer internals
 (`typer._coercion.RuntimeParam`, `_TyperParameter._runtime_param`); if a future typer
 changes them, the hook steps aside, the commands stay correct but slower, and
 tests/cli/test_cli_startup.py fails because pydantic is imported again.
@@ -26,7 +26,7 @@ try:
 except ImportError:  # a typer that converts without pydantic: nothing to avoid
     RuntimeParam = None  # type: ignore[assignment,misc]
 
-PLAIN_TYPES = (str, float, bool)
+PLAIN_TYPES = (str, int, float, bool)
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True}
 BOOLEANS |= {"0": False, "false": False, "no": False, "off": False}
 
@@ -56,7 +56,16 @@ if RuntimeParam is not None:
             if isinstance(value, list | tuple):
                 (item,) = get_args(self.annotation)
                 return [_convert(item, v, param, ctx) for v in value]
-            return _convert(self.annotation, value, param, ctx)
+            converted = _convert(self.annotation, value, param, ctx)
+            low, high = self.parameter_info.min, self.parameter_info.max
+            if isinstance(converted, int | float) and not isinstance(converted, bool):
+                too_low = low is not None and converted < low
+                if too_low or (high is not None and converted > high):
+                    bounds = f"{'' if low is None else low}..{'' if high is None else high}"
+                    raise typer.BadParameter(
+                        f"{converted} is not in the range {bounds}.", ctx=ctx, param=param
+                    )
+            return converted
 
 
 def _is_plain(kind: Any) -> bool:

@@ -3,10 +3,15 @@
 A standard-library HTTP server on a unix socket (or TCP) in a background thread. It answers
 each (method, path) with a canned status and JSON body, by default the examples of
 docs/api.md, and records every request so tests can check paths, queries and bodies.
+The store endpoints (`/v1/entries…`, `/v1/store`) are a small in-memory store with the
+daemon's paging rule, and `/v1/events` can replay an `EventLog` a few events per connection,
+so that `nodenet watch` has to reconnect and resume; a canned route overrides either.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import socketserver
 import threading
@@ -15,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 NODE_ID = "A" * 52
 SELF = {
@@ -74,6 +79,11 @@ KEYS = {
     "primary": "94153013",
     "keys": [{"id": "5f0e2a1c", "primary": False}, {"id": "94153013", "primary": True}],
 }
+AUTHOR = "4gkrygpbb7" + "a" * 42
+FIRST_HLC = 117678816983515136
+TIME = "2026-11-25T19:50:45.476Z"
+MAX_VALUE = 64 * 1024
+ENTRIES_PREFIX = "/v1/entries/"
 
 
 def error(code: str, message: str) -> dict[str, Any]:
@@ -100,11 +110,116 @@ class EventStream:
 
 
 @dataclass
+class EventLog:
+    """Events `/v1/events` replays: each connection gets at most `per_connection` of those
+    after its `Last-Event-ID` (or `?after=`; all of them without), then the fake closes it.
+    A resume point before `oldest` first gets `event: reset`, as the daemon's ring does."""
+
+    events: list[tuple[int, str, dict[str, Any]]]
+    per_connection: int = 2
+    oldest: int = 1
+
+    def answer(self, resume: int | None) -> EventStream:
+        """The text of one connection's stream."""
+        parts = [": connected\n\n"]
+        if resume is not None and resume + 1 < self.oldest:
+            reset = {"missed_after": resume, "oldest": self.oldest}
+            parts.append(f"id: 0\nevent: reset\ndata: {json.dumps(reset)}\n\n")
+        after = [e for e in self.events if e[0] > (resume or 0) and e[0] >= self.oldest]
+        for ident, kind, data in after[: self.per_connection]:
+            parts.append(f"id: {ident}\nevent: {kind}\ndata: {json.dumps(data)}\n\n")
+            parts.append(": keepalive\n\n")
+        return EventStream("".join(parts))
+
+
+@dataclass
+class FakeStore:
+    """The daemon's store API in memory: heads by key, tombstones kept (they fill pages)."""
+
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    written: int = 0
+
+    def write(self, key: str, value: bytes, *, deleted: bool = False) -> dict[str, Any]:
+        """Store a head as POST or DELETE does; the metadata the API answers with."""
+        self.written += 1
+        entry = {
+            "key": key,
+            "id": hashlib.sha256(f"{key}/{self.written}".encode() + value).hexdigest(),
+            "author": AUTHOR,
+            "hlc": FIRST_HLC + self.written,
+            "time": TIME,
+            "deleted": deleted,
+        }
+        text: str | None
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        self.heads[key] = {**entry, "value": text, "value_b64": base64.b64encode(value).decode()}
+        return entry
+
+    def answer(
+        self, method: str, path: str, query: dict[str, list[str]], body: Any
+    ) -> tuple[int, Any] | None:
+        """(status, body) for a store request, or None if `path` is not the store's."""
+        if path == "/v1/store" and method == "GET":
+            live = [e for e in self.heads.values() if not e["deleted"]]
+            return 200, {"entries": len(live), "digest": "ab" * 32}
+        if path == "/v1/entries" and method == "GET":
+            return self._list(query)
+        if path == "/v1/entries" and method == "POST":
+            return self._post(body or {})
+        if not path.startswith(ENTRIES_PREFIX):
+            return None
+        key = unquote(path.removeprefix(ENTRIES_PREFIX))
+        if method == "DELETE":
+            return 200, self.write(key, b"", deleted=True)
+        head = self.heads.get(key)
+        if method != "GET":
+            return 405, error("method_not_allowed", f"{method} is not allowed on {path}")
+        if head is None or head["deleted"]:
+            return 404, error("not_found", f"no entry for key {key!r}")
+        return 200, head
+
+    def _post(self, body: dict[str, Any]) -> tuple[int, Any]:
+        key = body.get("key")
+        if not key:
+            return 400, error("bad_request", "an entry needs a key (or a signed entry)")
+        if body.get("delete"):
+            return 200, self.write(key, b"", deleted=True)
+        if ("value" in body) == ("value_b64" in body):
+            return 400, error("bad_request", "give exactly one of value (text) or value_b64")
+        if "value" in body:
+            value = body["value"].encode()
+        else:
+            value = base64.b64decode(body["value_b64"], validate=True)
+        if len(value) > MAX_VALUE:
+            message = f"value is {len(value)} bytes; the limit is {MAX_VALUE} (store.max_value)"
+            return 413, error("too_large", message)
+        return 200, self.write(key, value)
+
+    def _list(self, query: dict[str, list[str]]) -> tuple[int, Any]:
+        prefix = query.get("prefix", [""])[0]
+        after = query.get("after", [None])[0]
+        limit = int(query.get("limit", ["100"])[0])
+        if not 1 <= limit <= 1000:
+            return 422, error("invalid", "query.limit: Input should be less than or equal to 1000")
+        keys = sorted(k for k in self.heads if k.startswith(prefix) and k > (after or ""))
+        page = keys[:limit]
+        return 200, {
+            "entries": [self.heads[k] for k in page if not self.heads[k]["deleted"]],
+            "next": page[-1] if len(page) == limit else None,
+        }
+
+
+@dataclass
 class FakeApi:
     """Canned answers by (method, path); `requests` lists what was asked, in order."""
 
     routes: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
+    store: FakeStore = field(default_factory=FakeStore)
+    events: EventLog | None = None
 
     def __post_init__(self) -> None:
         self.routes.update(
@@ -120,13 +235,27 @@ class FakeApi:
         )
 
     def respond(self, method: str, path: str, status: int, body: Any) -> None:
-        """Answer `method path` with `status` and `body` (JSON, EventStream, or bytes)."""
+        """Answer `method path` with `status` and `body` (JSON, EventStream, or bytes; or a
+        function of no arguments returning one of those, called for each request)."""
         self.routes[(method, path)] = (status, body)
 
     def only_request(self) -> Recorded:
         """The single request received; fails the test if there were more or none."""
         assert len(self.requests) == 1, self.requests
         return self.requests[0]
+
+    def _route(self, request: Recorded) -> tuple[int, Any]:
+        canned = self.routes.get((request.method, request.path))
+        if canned is not None:
+            status, body = canned
+            return status, body() if callable(body) else body
+        if request.path == "/v1/events" and self.events is not None:
+            resume = request.query.get("after", [request.headers.get("last-event-id")])[0]
+            return 200, self.events.answer(None if resume is None else int(resume))
+        stored = self.store.answer(request.method, request.path, request.query, request.body)
+        if stored is not None:
+            return stored
+        return 404, error("not_found", f"no route {request.method} {request.path}")
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -145,10 +274,7 @@ class FakeApi:
                         body=json.loads(raw) if raw else None,
                     )
                 )
-                status, body = fake.routes.get(
-                    (self.command, url.path),
-                    (404, error("not_found", f"no route {self.command} {url.path}")),
-                )
+                status, body = fake._route(fake.requests[-1])
                 kind = "application/json"
                 if isinstance(body, EventStream):
                     data, kind = body.text.encode(), "text/event-stream"

@@ -11,8 +11,11 @@ from nodenet.cli.keytext import check_key_text, key_id
 from nodenet.cli.output import (
     columns,
     format_duration,
+    format_entries,
     format_peers,
     format_tags,
+    printable,
+    value_size,
     wants_colour,
 )
 from nodenet.protocol.keyring import ClusterKey
@@ -88,3 +91,29 @@ def test_key_checks_agree_with_the_protocols_cluster_key():
 def test_mistyped_keys_are_rejected_saying_why(text: str, why: str):
     with pytest.raises(ValueError, match=why):
         check_key_text(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("app/config", "app/config"),
+        ("with space", "with space"),
+        ("東京", "東京"),
+        ("two\nlines\ttab", "two\\nlines\\ttab"),
+        ("c1\x85 and \u2028", "c1\\x85 and \\u2028"),
+    ],
+)
+def test_printable_escapes_only_what_would_break_a_line_or_a_column(text: str, shown: str):
+    assert printable(text) == shown
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 255, 65536])
+def test_value_size_is_the_decoded_length_of_value_b64(size: int):
+    import base64
+
+    assert value_size({"value_b64": base64.b64encode(b"x" * size).decode()}) == size
+
+
+def test_given_a_key_with_a_newline_when_ls_formats_it_then_the_row_stays_one_line():
+    entry = {"key": "a\nb", "value_b64": "", "author": "A" * 52, "time": "t"}
+    assert format_entries([entry]).splitlines()[1] == "a\\nb  0     AAAAAAAAAA  t"

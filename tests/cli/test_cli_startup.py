@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_fake_api import EventLog, FakeApi
 
 NODENET = str(Path(sys.executable).parent / "nodenet")
 
@@ -26,6 +27,16 @@ sys.argv = ["nodenet", *sys.argv[2:]]
 from nodenet.cli.main import main
 main()
 """
+
+# The same for `nodenet watch`, stopped by a Ctrl-C in place of its first reconnection wait.
+WATCH_PROBE = PROBE.replace(
+    "from nodenet.cli.main import main",
+    "from nodenet.cli import watch\n"
+    "def interrupt(seconds):\n"
+    "    raise KeyboardInterrupt\n"
+    "watch.sleep = interrupt\n"
+    "from nodenet.cli.main import main",
+)
 
 FORBIDDEN = (
     "nodenet.protocol",
@@ -91,6 +102,12 @@ def test_when_peers_runs_then_neither_daemon_nor_cryptography_is_imported(
         ["keys", "install", "A" * 43 + "="],
         ["keys", "use", "94153013"],
         ["keys", "remove", "5f0e2a1c"],
+        ["submit", "app/config", "replicas=3"],
+        ["submit", "app/config", "--file", "/dev/null"],
+        ["get", "app/config", "--meta"],
+        ["ls", "app/", "--limit", "10", "--all"],
+        ["delete", "app/config"],
+        ["watch", "app/", "--members"],
     ],
     ids=" ".join,
 )
@@ -99,6 +116,37 @@ def test_when_any_other_api_command_runs_then_the_same_imports_are_avoided(
 ):
     args = [*args, "--api", f"{short_dir}/missing.sock"]
     assert _forbidden(_modules_after(args, tmp_path / "modules.json", 69)) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["submit", "k", "v"],
+        ["get", "k"],
+        ["ls", "--limit", "5"],
+        ["delete", "k"],
+        ["watch", "--json"],
+    ],
+    ids=" ".join,
+)
+def test_given_a_serving_daemon_when_a_store_command_runs_then_the_same_imports_are_avoided(
+    args: list[str], fake: FakeApi, api: str, tmp_path: Path
+):
+    fake.store.write("k", b"v")
+    fake.events = EventLog([(1, "entry", fake.store.heads["k"])])
+    modules_file = tmp_path / "modules.json"
+    # watch would reconnect for ever: its first wait raises KeyboardInterrupt instead
+    probe = WATCH_PROBE if args[0] == "watch" else PROBE
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(modules_file), *args, "--api", api],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    modules: list[str] = json.loads(modules_file.read_text())
+    assert "nodenet.cli.main" in modules
+    assert _forbidden(modules) == []
 
 
 def test_the_import_check_would_notice_the_daemon():
