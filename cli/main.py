@@ -389,6 +389,32 @@ def token(
 
 
 @app.command()
+def backup(
+    path: Annotated[Path, typer.Argument(help="New directory to write the backup into.")],
+    state_dir: StateDir = None,
+    no_key: Annotated[
+        bool,
+        typer.Option(
+            "--no-key", help="Leave the node key out (a restore then gets a new identity)."
+        ),
+    ] = False,
+) -> None:
+    """Copy this node's state, keyring and key while the daemon keeps running."""
+    from nodenet.daemon.backup import BackupError
+    from nodenet.daemon.backup import backup as take_backup
+    from nodenet.daemon.paths import default_state_dir
+
+    try:
+        report = take_backup(state_dir or default_state_dir(), path, include_key=not no_key)
+    except BackupError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(
+        f"backed up {report.entries} entries and {report.members} members to {report.path}"
+        f" ({report.bytes} bytes, {report.seconds:.1f} s); restore: docs/operations.md"
+    )
+
+
+@app.command()
 def dev(
     nodes: Annotated[int, typer.Option("--nodes", "-n", help="How many daemons (1-64).")] = 3,
     base_port: Annotated[

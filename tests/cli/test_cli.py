@@ -56,3 +56,24 @@ def test_when_version_then_prints_it():
 
 def test_given_a_usage_error_then_exit_2():
     assert runner.invoke(app, ["no-such-command"]).exit_code == 2
+
+
+def test_backup_copies_a_state_directory_and_refuses_a_missing_one(tmp_path: Path):
+    from nodenet.daemon.state import StateStore
+
+    runner.invoke(
+        app, ["init", "--state-dir", str(tmp_path / "node"), "--config", str(tmp_path / "c.toml")]
+    )
+    StateStore.open(tmp_path / "node" / "state").close()
+    result = runner.invoke(
+        app, ["backup", str(tmp_path / "copy"), "--state-dir", str(tmp_path / "node")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "backed up 0 entries" in result.output
+    assert (tmp_path / "copy" / "BACKUP.json").exists()
+    assert (tmp_path / "copy" / "node.key").exists()
+    missing = runner.invoke(
+        app, ["backup", str(tmp_path / "x"), "--state-dir", str(tmp_path / "none")]
+    )
+    assert missing.exit_code == 1
+    assert "no nodenet state" in missing.output
