@@ -11,7 +11,8 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
 import trio
@@ -24,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from nodenet.daemon.events import EventHub
 from nodenet.daemon.metrics import CONTENT_TYPE
 
-__all__ = ["ApiError", "DaemonApi", "create_app"]
+__all__ = ["ApiError", "DaemonApi", "EntryWrite", "create_app"]
 
 MAX_BODY = 64 * 1024
 MAX_ENTRY_BODY = 8 * 1024 * 1024  # a batch of entries (values are base64 in JSON)
@@ -39,6 +40,16 @@ STATUS_CODES = {
     502: "bad_gateway",
     503: "unavailable",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class EntryWrite:
+    """One write asked through the API: our own entry, or a pre-signed one."""
+
+    key: str = ""
+    value: bytes = b""
+    tombstone: bool = False
+    signed: bytes | None = None
 
 
 class ApiError(Exception):
@@ -83,11 +94,8 @@ class DaemonApi(Protocol):
     async def remove_key(self, key_id: str) -> dict[str, Any]:
         """Remove a secondary key."""
 
-    async def put_entry(self, key: str, value: bytes, *, tombstone: bool = False) -> dict[str, Any]:
-        """Write an entry as this node (durable when it returns)."""
-
-    async def put_signed(self, encoded: bytes) -> dict[str, Any]:
-        """Store a pre-signed entry."""
+    async def put_entries(self, writes: Sequence[EntryWrite]) -> list[dict[str, Any]]:
+        """Write entries atomically (durable when it returns)."""
 
     async def get_entry(self, key: str) -> dict[str, Any] | None:
         """The live head of a key."""
@@ -122,7 +130,7 @@ class EntryRequest(BaseModel):
     """One entry to write: `value` (UTF-8 text) or `value_b64`; or `signed` (a pre-signed
     entry, base64); `delete` writes a tombstone."""
 
-    key: str | None = Field(default=None, max_length=256, examples=["config/web/replicas"])
+    key: str | None = Field(default=None, examples=["config/web/replicas"])
     value: str | None = None
     value_b64: str | None = None
     delete: bool = False
@@ -132,7 +140,7 @@ class EntryRequest(BaseModel):
 class EntriesRequest(BaseModel):
     """Body of `POST /v1/entries`: one entry, or `entries` for a batch."""
 
-    key: str | None = Field(default=None, max_length=256)
+    key: str | None = None
     value: str | None = None
     value_b64: str | None = None
     delete: bool = False
@@ -307,32 +315,30 @@ def create_app(daemon: DaemonApi) -> FastAPI:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    async def write_one(item: EntryRequest | EntriesRequest) -> dict[str, Any]:
+    def to_write(item: EntryRequest | EntriesRequest) -> EntryWrite:
         if item.signed is not None:
-            return await daemon.put_signed(_b64(item.signed, "signed"))
+            return EntryWrite(signed=_b64(item.signed, "signed"))
         if item.key is None:
             raise ApiError(400, "bad_request", "an entry needs a key (or a signed entry)")
         if item.delete:
-            return await daemon.put_entry(item.key, b"", tombstone=True)
+            return EntryWrite(key=item.key, tombstone=True)
         if (item.value is None) == (item.value_b64 is None):
             raise ApiError(400, "bad_request", "give exactly one of value (text) or value_b64")
-        try:
-            value = (
-                item.value.encode("utf-8")
-                if item.value is not None
-                else _b64(item.value_b64 or "", "value_b64")
-            )
-        except UnicodeEncodeError:
-            raise ApiError(
-                400, "bad_request", "value is not valid Unicode text; send value_b64"
-            ) from None
-        return await daemon.put_entry(item.key, value)
+        if item.value is not None:
+            try:
+                return EntryWrite(key=item.key, value=item.value.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise ApiError(
+                    400, "bad_request", "value is not valid Unicode text; send value_b64"
+                ) from None
+        return EntryWrite(key=item.key, value=_b64(item.value_b64 or "", "value_b64"))
 
-    @app.post("/v1/entries", summary="Write one entry or a batch; answers once durable")
+    @app.post("/v1/entries", summary="Write one entry or an atomic batch; answers once durable")
     async def post_entries(request: EntriesRequest) -> dict[str, Any]:
         if request.entries is not None:
-            return {"entries": [await write_one(item) for item in request.entries]}
-        return await write_one(request)
+            return {"entries": await daemon.put_entries([to_write(i) for i in request.entries])}
+        (written,) = await daemon.put_entries([to_write(request)])
+        return written
 
     @app.get("/v1/entries/{key:path}", summary="The current value of a key")
     async def get_entry(key: str) -> dict[str, Any]:
@@ -343,7 +349,8 @@ def create_app(daemon: DaemonApi) -> FastAPI:
 
     @app.delete("/v1/entries/{key:path}", summary="Delete a key (writes a tombstone)")
     async def delete_entry(key: str) -> dict[str, Any]:
-        return await daemon.put_entry(key, b"", tombstone=True)
+        (written,) = await daemon.put_entries([EntryWrite(key=key, tombstone=True)])
+        return written
 
     @app.get("/v1/entries", summary="Entries under a prefix, in key order")
     async def list_entries(

@@ -27,7 +27,7 @@ import msgpack
 import nacl.signing
 import trio
 
-from nodenet.daemon.api import ApiError, create_app, wrap
+from nodenet.daemon.api import ApiError, EntryWrite, create_app, wrap
 from nodenet.daemon.config import DaemonConfig, parse_address
 from nodenet.daemon.events import EventHub
 from nodenet.daemon.files import write_atomically
@@ -40,7 +40,7 @@ from nodenet.daemon.replication import StoreService
 from nodenet.daemon.service import Clock, MembershipService, SystemClock
 from nodenet.daemon.state import META_INCARNATION, Delete, Put, StateError, StateStore
 from nodenet.daemon.transport import Transport, UdpTcpTransport
-from nodenet.protocol.entries import MAX_VALUE_LIMIT, SignedEntry, decode_entry
+from nodenet.protocol.entries import MAX_VALUE_LIMIT, SignedEntry, ValueTooLarge, decode_entry
 from nodenet.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from nodenet.protocol.hlc import hlc_millis
 from nodenet.protocol.identity import CachingVerifier, short_ids
@@ -118,6 +118,19 @@ def write_keyring(path: Path, ring: Keyring) -> None:
     write_atomically(path, ring.to_text(), mode=0o600)
 
 
+def _check_all(
+    replication: StoreService, encoded: list[bytes]
+) -> list[SignedEntry | RemoteProtocolError]:
+    """Verify pre-signed entries (in a worker thread: one Ed25519 verify each)."""
+    out: list[SignedEntry | RemoteProtocolError] = []
+    for blob in encoded:
+        try:
+            out.append(replication.check_signed(blob))
+        except RemoteProtocolError as exc:
+            out.append(exc)
+    return out
+
+
 def entry_json(entry: SignedEntry, *, with_value: bool = True) -> dict[str, Any]:
     """An entry as the API shows it: text values as text, others base64."""
     out: dict[str, Any] = {
@@ -127,6 +140,7 @@ def entry_json(entry: SignedEntry, *, with_value: bool = True) -> dict[str, Any]
         "hlc": entry.hlc,
         "time": _rfc3339(hlc_millis(entry.hlc) / 1000),
         "deleted": entry.tombstone,
+        "size": len(entry.value),
     }
     if with_value:
         try:
@@ -171,7 +185,7 @@ class Daemon:
         self.metrics = Metrics()
         self.handlers = Handlers(config.handlers)
         self.metrics.attach_handlers(self.handlers)
-        self.hub = EventHub()
+        self.hub = EventHub(first_id=time.time_ns() // 1_000_000 * 1000)
         self.service: MembershipService | None = None
         self.replication: StoreService | None = None
         self.store: StateStore | None = None
@@ -578,30 +592,37 @@ class Daemon:
             raise ApiError(503, "unavailable", "the store is not serving (starting or stopping)")
         return self.replication
 
-    async def put_entry(self, key: str, value: bytes, *, tombstone: bool = False) -> dict[str, Any]:
-        """Write an entry as this node; answers once it is durably committed here."""
-        try:
-            entry = await self._replication().submit(key, value, tombstone=tombstone)
-        except LocalProtocolError as exc:
-            raise ApiError(
-                400 if "limit" not in str(exc) else 413,
-                "bad_request" if "limit" not in str(exc) else "too_large",
-                str(exc),
-            ) from None
-        except StateError as exc:
-            raise ApiError(507, "insufficient_storage", str(exc)) from None
-        return entry_json(entry, with_value=False)
+    async def put_entries(self, writes: Sequence[EntryWrite]) -> list[dict[str, Any]]:
+        """Write entries (ours, or pre-signed) atomically; answers once durably committed.
 
-    async def put_signed(self, encoded: bytes) -> dict[str, Any]:
-        """Store a pre-signed entry after verifying it."""
+        Every entry is checked first; one bad entry refuses the whole batch, naming it."""
+        replication = self._replication()
+        entries: list[SignedEntry] = []
+        signed = [w.signed for w in writes if w.signed is not None]
+        checked = iter(await trio.to_thread.run_sync(_check_all, replication, signed))
+        for index, write in enumerate(writes):
+            where = f"entries[{index}]: " if len(writes) > 1 else ""
+            if write.signed is not None:
+                outcome = next(checked)
+                if isinstance(outcome, RemoteProtocolError):
+                    status = 413 if outcome.reason == "too_large" else 400
+                    raise ApiError(status, outcome.reason, where + str(outcome))
+                entries.append(outcome)
+                continue
+            try:
+                entries.append(replication.sign(write.key, write.value, tombstone=write.tombstone))
+            except ValueTooLarge as exc:
+                raise ApiError(413, "too_large", where + str(exc)) from None
+            except LocalProtocolError as exc:
+                raise ApiError(400, "bad_request", where + str(exc)) from None
         try:
-            entry = await self._replication().submit_signed(encoded)
-        except RemoteProtocolError as exc:
-            status = 413 if exc.reason == "too_large" else 400
-            raise ApiError(status, exc.reason, str(exc)) from None
+            outcomes = await replication.submit(entries)
         except StateError as exc:
             raise ApiError(507, "insufficient_storage", str(exc)) from None
-        return entry_json(entry, with_value=False)
+        return [
+            {**entry_json(e, with_value=False), "outcome": o}
+            for e, o in zip(entries, outcomes, strict=True)
+        ]
 
     async def get_entry(self, key: str) -> dict[str, Any] | None:
         """The head of `key` (None if absent or deleted)."""
@@ -615,11 +636,12 @@ class Daemon:
     async def list_entries(self, prefix: str, after: str | None, limit: int) -> dict[str, Any]:
         """Live heads under `prefix` in key order, and the key to continue `after`."""
         replication = self._replication()
-        blobs = await trio.to_thread.run_sync(replication.store.list_sync, prefix, after, limit)
-        entries = [self._decode_stored(b) for b in blobs]
+        blobs = await trio.to_thread.run_sync(replication.store.list_sync, prefix, after, limit + 1)
+        more = len(blobs) > limit
+        entries = [self._decode_stored(b) for b in blobs[:limit]]
         return {
             "entries": [entry_json(e) for e in entries if not e.tombstone],
-            "next": entries[-1].key if len(blobs) == limit else None,
+            "next": entries[-1].key if more else None,
         }
 
     async def store_summary(self) -> dict[str, Any]:

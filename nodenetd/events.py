@@ -1,7 +1,9 @@
 """The event hub: recent membership events with ids, fanned out to API subscribers.
 
 Each event gets an increasing id and is kept in a ring of the last `capacity`, so a client
-that reconnects with `Last-Event-ID` misses nothing that is still held. Subscribers get a
+that reconnects with `Last-Event-ID` misses nothing that is still held. Ids start from the
+daemon's start time in milliseconds × 1000, so ids of a later run are always greater, and a
+resume id from an earlier run (or a gap) is answered with a "reset" first. Subscribers get a
 bounded channel; one that does not keep up is disconnected (and can resume by id) rather
 than allowed to make the daemon buffer without limit.
 """
@@ -33,16 +35,19 @@ class HubEvent:
 class EventHub:
     """Publishes events to subscribers; keeps a ring of recent ones for resumption."""
 
-    def __init__(self, capacity: int = 4096, subscriber_buffer: int = 1024) -> None:
+    def __init__(
+        self, capacity: int = 4096, subscriber_buffer: int = 1024, *, first_id: int = 1
+    ) -> None:
         self._ring: deque[HubEvent] = deque(maxlen=capacity)
-        self._ids = itertools.count(1)
+        self._first_id = first_id
+        self._ids = itertools.count(first_id)
         self._subscribers: set[trio.MemorySendChannel[HubEvent]] = set()
         self._buffer = subscriber_buffer
 
     @property
     def last_id(self) -> int:
-        """Id of the newest event (0 before any)."""
-        return self._ring[-1].id if self._ring else 0
+        """Id of the newest event (`first_id - 1` before any)."""
+        return self._ring[-1].id if self._ring else self._first_id - 1
 
     def publish(self, kind: str, data: dict[str, Any]) -> HubEvent:
         """Record an event and hand it to every subscriber."""
@@ -67,8 +72,14 @@ class EventHub:
         send, receive = trio.open_memory_channel[HubEvent](self._buffer + len(self._ring) + 1)
         if after is not None:
             oldest = self._ring[0].id if self._ring else self.last_id + 1
-            if after + 1 < oldest and after < self.last_id:
-                send.send_nowait(HubEvent(0, "reset", {"missed_after": after, "oldest": oldest}))
+            if after + 1 < oldest or after > self.last_id:
+                # A gap (the ring moved on) or an id from another run of the daemon. The
+                # reset carries the id to resume after, so a client that stores ids naively
+                # continues from the oldest event held.
+                send.send_nowait(
+                    HubEvent(oldest - 1, "reset", {"missed_after": after, "oldest": oldest})
+                )
+                after = oldest - 1
             for event in self._ring:
                 if event.id > after:
                     send.send_nowait(event)

@@ -210,25 +210,24 @@ class StoreService:
 
     # --- local writes -------------------------------------------------------------------
 
-    async def submit(self, key: str, value: bytes, *, tombstone: bool = False) -> SignedEntry:
-        """Write an entry as this node; returns once it is durably committed here."""
+    def sign(self, key: str, value: bytes, *, tombstone: bool = False) -> SignedEntry:
+        """A new entry by this node, stamped now (LocalProtocolError if it is invalid)."""
         hlc = self.hlc.now(self.clock.wall_ms())
-        entry = create_entry(
+        return create_entry(
             self._key, key, value, hlc, tombstone=tombstone, max_value=self.config.max_value
         )
-        await self._store_local([entry])
-        return entry
 
-    async def submit_signed(self, encoded: bytes) -> SignedEntry:
-        """Store a pre-signed entry (any author); RemoteProtocolError if it is invalid."""
+    def check_signed(self, encoded: bytes) -> SignedEntry:
+        """Decode and verify a pre-signed entry (RemoteProtocolError if it is invalid)."""
         entry = decode_entry(
             encoded, now_ms=self.clock.wall_ms(), max_value=self.config.max_value, verify=verify
         )
         self.hlc.observe(entry.hlc, self.clock.wall_ms())
-        await self._store_local([entry])
         return entry
 
-    async def _store_local(self, entries: list[SignedEntry]) -> None:
+    async def submit(self, entries: Sequence[SignedEntry]) -> list[str]:
+        """Commit entries written through this node, all in one durable transaction, then
+        gossip the new heads; an `IngestOutcome` per entry."""
         outcomes = await self.store.ingest(entries, now_ms=self.clock.wall_ms())
         self._count(outcomes)
         stored = [e for e, o in zip(entries, outcomes, strict=True) if o == IngestOutcome.STORED]
@@ -239,6 +238,7 @@ class StoreService:
         self._flush()
         if stored and self._on_entries is not None:
             self._on_entries(stored, "local")
+        return outcomes
 
     def _count(self, outcomes: Sequence[str]) -> None:
         for outcome in outcomes:

@@ -45,6 +45,7 @@ __all__ = [
     "MAX_KEY_BYTES",
     "MAX_VALUE_LIMIT",
     "SignedEntry",
+    "ValueTooLarge",
     "create_entry",
     "decode_entry",
     "entry_id",
@@ -63,6 +64,10 @@ MAX_FUTURE_MS = 60_000
 forger) must not be able to win every conflict for the next year."""
 ENTRY_ID_LEN = 32
 _ENCODING_SLACK = 512  # msgpack headers, key, author, hlc and signature around the value
+
+
+class ValueTooLarge(LocalProtocolError):
+    """The value is larger than the cluster's `store.max_value`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +137,7 @@ def create_entry(
     if tombstone and value:
         raise LocalProtocolError("a tombstone has no value")
     if len(value) > max_value:
-        raise LocalProtocolError(
+        raise ValueTooLarge(
             f"value is {len(value)} bytes; the limit is {max_value} (store.max_value)"
         )
     if not 0 <= hlc < 2**64:

@@ -166,8 +166,9 @@ async def test_bad_signed_entries_are_refused_with_a_clear_error_and_not_stored(
 @pytest.mark.parametrize(
     ("body", "status"),
     [
-        ({"key": "k" * 300, "value": "v"}, 422),
-        ({"key": "bad\udcffkey", "value": "v"}, 422),
+        ({"key": "k" * 300, "value": "v"}, 400),
+        ({"key": "é" * 200, "value": "v"}, 400),  # 200 characters but 400 bytes
+        ({"key": "bad\udcffkey", "value": "v"}, 400),
         ({"key": "k", "value": "v" * 70_000}, 413),
         ({"key": "k"}, 400),
         ({"key": "k", "value": "v", "value_b64": "dg=="}, 400),
@@ -212,3 +213,45 @@ async def test_bad_entries_on_the_wire_are_counted_and_not_stored(pair):
     assert (await a.http.get("/v1/entries/wire")).status_code == 404
     metrics = (await a.http.get("/metrics")).text
     assert 'nodenet_entries_rejected_total{reason="bad_signature"} 1.0' in metrics
+
+
+async def test_a_batch_is_atomic_and_a_bad_entry_is_named(pair):
+    a, _ = pair
+    body = {"entries": [{"key": "ok/1", "value": "v"}, {"key": "ok/2", "value_b64": "###"}]}
+    response = await a.http.post("/v1/entries", json=body)
+    assert response.status_code == 400
+    body = {"entries": [{"key": "ok/1", "value": "v"}, {"key": "bad\nkey", "value": "v"}]}
+    response = await a.http.post("/v1/entries", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("entries[1]: ")
+    assert (await a.http.get("/v1/store")).json()["entries"] == 0  # nothing of the batch
+
+
+async def test_writes_report_their_outcome_and_listing_knows_when_it_ends(pair):
+    a, _ = pair
+    entry = create_entry(STRANGER, "same", b"v", _now_hlc())
+    signed = {"signed": base64.b64encode(entry.encoded).decode()}
+    assert (await a.http.post("/v1/entries", json=signed)).json()["outcome"] == "stored"
+    assert (await a.http.post("/v1/entries", json=signed)).json()["outcome"] == "duplicate"
+    for i in range(3):
+        await a.http.post("/v1/entries", json={"key": f"page/{i}", "value": "x" * i})
+    page = (await a.http.get("/v1/entries", params={"prefix": "page/", "limit": 3})).json()
+    assert page["next"] is None  # exactly three: nothing follows
+    assert [e["size"] for e in page["entries"]] == [0, 1, 2]
+    first = (await a.http.get("/v1/entries", params={"prefix": "page/", "limit": 2})).json()
+    assert first["next"] == "page/1"
+
+
+async def test_resuming_events_with_an_id_from_another_run_starts_with_a_reset(pair):
+    a, _ = pair
+    await a.http.post("/v1/entries", json={"key": "e", "value": "1"})
+    lines = []
+    with trio.fail_after(10):
+        async with a.http.stream("GET", "/v1/events", params={"after": 5}) as response:
+            async for line in response.aiter_lines():
+                lines.append(line)
+                if line.startswith("event: entry"):
+                    break
+    assert "event: reset" in lines
+    reset_id = int(lines[lines.index("event: reset") - 1].removeprefix("id: "))
+    assert reset_id > 5  # resuming after it continues with what the daemon holds
