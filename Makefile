@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-test
 # to import names by setuptools' package-dir, which static checkers cannot follow).
 TYPEROOT := build/typecheck
 
-.PHONY: all test lint fmt typecheck bench soak demo clean
+.PHONY: all test lint fmt typecheck bench soak demo clean install uninstall
 
 all: test
 
@@ -54,3 +54,47 @@ demo: $(STAMP)
 
 clean:
 	rm -rf build .demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# --- installation (as root): docs/operations.md -------------------------------------------
+# A venv in $(PREFIX) built from the system Python (a pyenv or user Python would live under
+# /root or /home, which the unit's ProtectHome=yes hides from the service).
+PREFIX ?= /opt/nodenet
+SYSTEM_PYTHON ?= /usr/bin/python3
+DESTDIR ?=
+UNITDIR ?= /etc/systemd/system
+MANDIR ?= /usr/local/share/man
+COMPLETIONDIR ?= /usr/share/bash-completion/completions
+
+install:
+	test "$$(id -u)" = 0 || { echo "make install: run as root"; exit 1; }
+	$(SYSTEM_PYTHON) -m venv $(DESTDIR)$(PREFIX)
+	$(DESTDIR)$(PREFIX)/bin/pip install --quiet --upgrade pip
+	$(DESTDIR)$(PREFIX)/bin/pip install --quiet .
+	install -D -m 0644 systemd/nodenetd.service $(DESTDIR)$(UNITDIR)/nodenetd.service
+	install -D -m 0644 systemd/nodenet.sysusers $(DESTDIR)/usr/lib/sysusers.d/nodenet.conf
+	install -D -m 0644 systemd/nodenet.tmpfiles $(DESTDIR)/usr/lib/tmpfiles.d/nodenet.conf
+	install -d $(DESTDIR)/usr/local/bin
+	ln -sf $(PREFIX)/bin/nodenet $(DESTDIR)/usr/local/bin/nodenet
+	ln -sf $(PREFIX)/bin/nodenetd $(DESTDIR)/usr/local/bin/nodenetd
+	$(DESTDIR)$(PREFIX)/bin/python -m nodenet.cli.manpages --out $(DESTDIR)$(MANDIR)
+	install -d $(DESTDIR)$(COMPLETIONDIR)
+	_NODENET_COMPLETE=source_bash $(DESTDIR)$(PREFIX)/bin/nodenet > $(DESTDIR)$(COMPLETIONDIR)/nodenet
+	if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null; then systemd-sysusers; fi
+	if [ -z "$(DESTDIR)" ] && command -v systemd-tmpfiles >/dev/null; then systemd-tmpfiles --create /usr/lib/tmpfiles.d/nodenet.conf; fi
+	install -d -m 0750 $(DESTDIR)/etc/nodenet
+	test -e $(DESTDIR)/etc/nodenet/nodenet.toml || install -m 0640 systemd/nodenet.toml $(DESTDIR)/etc/nodenet/nodenet.toml
+	if [ -z "$(DESTDIR)" ] && getent group nodenet >/dev/null; then chgrp -R nodenet /etc/nodenet; fi
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "installed; next: edit /etc/nodenet/nodenet.toml, then systemctl enable --now nodenetd"
+
+# Leaves /etc/nodenet and /var/lib/nodenet (the node's identity and data) unless PURGE=1.
+uninstall:
+	test "$$(id -u)" = 0 || { echo "make uninstall: run as root"; exit 1; }
+	if [ -d /run/systemd/system ]; then systemctl disable --now nodenetd 2>/dev/null || true; fi
+	rm -f $(DESTDIR)$(UNITDIR)/nodenetd.service $(DESTDIR)/usr/lib/sysusers.d/nodenet.conf \
+	      $(DESTDIR)/usr/lib/tmpfiles.d/nodenet.conf $(DESTDIR)/usr/local/bin/nodenet \
+	      $(DESTDIR)/usr/local/bin/nodenetd $(DESTDIR)$(MANDIR)/man1/nodenet.1 \
+	      $(DESTDIR)$(MANDIR)/man8/nodenetd.8 $(DESTDIR)$(COMPLETIONDIR)/nodenet
+	rm -rf $(DESTDIR)$(PREFIX)
+	if [ "$(PURGE)" = 1 ]; then rm -rf $(DESTDIR)/etc/nodenet $(DESTDIR)/var/lib/nodenet; fi
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
