@@ -46,7 +46,9 @@ soak: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/codec.py
+	$(BIN)/python benchmarks/reconcile.py
 	$(BIN)/python benchmarks/membership.py
+	$(BIN)/python benchmarks/store.py
 
 # Three real daemons on 127.0.0.1, watched until Ctrl-C (README: "A 60-second tour").
 demo: $(STAMP)
