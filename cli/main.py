@@ -19,6 +19,7 @@ from nodenet.cli import daemon_commands as daemon
 from nodenet.cli import store_commands as store
 from nodenet.cli.common import EX_UNAVAILABLE, Api, connect, fail
 from nodenet.cli.quickparams import QuickCommand, QuickGroup
+from nodenet.cli.sim import sim_app
 from nodenet.cli.watch import watch
 
 if TYPE_CHECKING:
@@ -298,6 +299,7 @@ app.add_typer(tags_app, name="tags")
 tags_app.command("set", cls=QuickCommand)(daemon.tags_set)
 tags_app.command("delete", cls=QuickCommand)(daemon.tags_delete)
 app.add_typer(keys_app, name="keys")
+app.add_typer(sim_app, name="sim")  # light: the simulator is imported inside its commands
 keys_app.command("list", cls=QuickCommand)(daemon.keys_list)
 keys_app.command("install", cls=QuickCommand)(daemon.keys_install)
 keys_app.command("use", cls=QuickCommand)(daemon.keys_use)

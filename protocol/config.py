@@ -15,6 +15,7 @@ from typing import Any
 from nodenet.protocol.errors import LocalProtocolError
 
 __all__ = [
+    "PROBE_ORDERS",
     "PROFILES",
     "MembershipConfig",
     "push_pull_interval",
@@ -22,6 +23,10 @@ __all__ = [
     "retransmit_limit",
     "suspicion_timeout",
 ]
+
+
+PROBE_ORDERS = ("ring", "random")
+"""Values of `MembershipConfig.probe_order`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,8 +89,21 @@ class MembershipConfig:
     max_broadcasts: int = 1024
     """Bound on queued updates; the oldest, most-sent ones are dropped first."""
 
+    probe_order: str = "ring"
+    """For experiments only (the simulator's SWIM validation): "ring" (the default, as
+    memberlist) probes members in a shuffled round-robin ring, so each is probed within one
+    ring cycle; "random" picks every probe target uniformly at random, as in the SWIM paper,
+    whose analysis (first detection after e/(e-1) periods on average) assumes it."""
+
     def __post_init__(self) -> None:
+        if self.probe_order not in PROBE_ORDERS:
+            raise LocalProtocolError(
+                f"membership.probe_order: {self.probe_order!r} is not one of"
+                f" {', '.join(PROBE_ORDERS)}"
+            )
         for f in fields(self):
+            if f.name == "probe_order":
+                continue
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise LocalProtocolError(f"membership.{f.name} must be a number, got {value!r}")

@@ -444,6 +444,16 @@ class Membership:
         self._at(now + timeout, lambda t: self._probe_indirectly(t, probe, now + interval))
 
     def _next_probe_target(self) -> Member | None:
+        if self.config.probe_order == "random":
+            # For experiments (the SWIM paper's uniform choice). The ring holds every
+            # member, so rejection sampling from it is uniform over the live ones; a list
+            # is built only if most picks miss.
+            for _ in range(8 if self._ring else 0):
+                member = self._members.get(self._ring[self._rng.randrange(len(self._ring))])
+                if member is not None and member.status in _LIVE:
+                    return member
+            live = [m for m in self._members.values() if m.status in _LIVE]
+            return self._rng.choice(live) if live else None
         for _ in range(len(self._ring) + 1):
             if self._ring_index >= len(self._ring):
                 self._ring = [n for n in self._ring if n in self._members]

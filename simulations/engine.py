@@ -2,6 +2,7 @@
 
 No Trio and no wall clock: virtual time jumps from event to event, so ten virtual minutes
 of a hundred nodes take seconds, and the same seed gives the same run, event for event.
+Every source of randomness in a run is derived from the one seed (`fork_rng`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 __all__ = ["Simulator"]
 
+CHUNK = 4096  # events between looks at the clock limit, progress hook and stop flag
+
 
 class Simulator:
     """Virtual time and the events scheduled in it."""
@@ -23,8 +26,11 @@ class Simulator:
         self.rng = random.Random(seed)
         self.now = 0.0
         self.events_run = 0
+        self.progress: Callable[[float], None] | None = None
+        """Called with the virtual time every few thousand events (a progress bar)."""
         self._queue: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._order = itertools.count()
+        self._stopped = False
 
     def fork_rng(self) -> random.Random:
         """An independent generator derived from the seed (one per node keeps a node's
@@ -33,25 +39,50 @@ class Simulator:
 
     def at(self, when: float, callback: Callable[..., None], *args: Any) -> None:
         """Run `callback(*args)` at virtual time `when` (never in the past)."""
-        heapq.heappush(self._queue, (max(when, self.now), next(self._order), callback, args))
+        if when < self.now:
+            when = self.now
+        heapq.heappush(self._queue, (when, next(self._order), callback, args))
 
     def after(self, delay: float, callback: Callable[..., None], *args: Any) -> None:
         """Run `callback(*args)` `delay` seconds from now."""
         self.at(self.now + delay, callback, *args)
 
-    def run_until(self, until: float, max_events: int = 50_000_000) -> None:
-        """Run every event up to virtual time `until`, then set the clock to it."""
+    def stop(self) -> None:
+        """Make the current `run_until` return after the event being run."""
+        self._stopped = True
+
+    @property
+    def pending(self) -> int:
+        """Events scheduled and not yet run."""
+        return len(self._queue)
+
+    def run_until(self, until: float, max_events: int = 500_000_000) -> None:
+        """Run every event up to virtual time `until`, then set the clock to it (unless
+        `stop` was called: then the clock stays at the last event)."""
         queue = self._queue
-        budget = max_events
+        pop = heapq.heappop
+        ran = 0
+        self._stopped = False
         while queue and queue[0][0] <= until:
-            when, _, callback, args = heapq.heappop(queue)
-            self.now = when
-            callback(*args)
-            budget -= 1
-            if budget == 0:
+            for _ in range(CHUNK):
+                if not queue or queue[0][0] > until:
+                    break
+                when, _, callback, args = pop(queue)
+                self.now = when
+                callback(*args)
+                ran += 1
+                if self._stopped:
+                    break
+            if self._stopped:
+                break
+            if ran > max_events:
+                self.events_run += ran
                 raise RuntimeError(f"more than {max_events} events before t={until}: runaway?")
-        self.events_run += max_events - budget
-        self.now = max(self.now, until)
+            if self.progress is not None:
+                self.progress(self.now)
+        self.events_run += ran
+        if not self._stopped:
+            self.now = max(self.now, until)
 
     def run_while(self, keep_going: Callable[[], bool], *, step: float, limit: float) -> float:
         """Advance in `step`s while `keep_going()`; stop at virtual time `limit`. Returns now."""
