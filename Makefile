@@ -72,6 +72,9 @@ install:
 	$(SYSTEM_PYTHON) -m venv $(DESTDIR)$(PREFIX)
 	$(DESTDIR)$(PREFIX)/bin/pip install --quiet --upgrade pip
 	$(DESTDIR)$(PREFIX)/bin/pip install --quiet .
+	# A staged install (DESTDIR) must run from $(PREFIX): pip wrote the staging path into
+	# the scripts' #! lines and the venv's activate scripts.
+	if [ -n "$(DESTDIR)" ]; then grep -rlI "$(DESTDIR)$(PREFIX)" $(DESTDIR)$(PREFIX)/bin | xargs -r sed -i "s|$(DESTDIR)$(PREFIX)|$(PREFIX)|g"; fi
 	install -D -m 0644 systemd/nodenetd.service $(DESTDIR)$(UNITDIR)/nodenetd.service
 	install -D -m 0644 systemd/nodenet.sysusers $(DESTDIR)/usr/lib/sysusers.d/nodenet.conf
 	install -D -m 0644 systemd/nodenet.tmpfiles $(DESTDIR)/usr/lib/tmpfiles.d/nodenet.conf
@@ -80,7 +83,7 @@ install:
 	ln -sf $(PREFIX)/bin/nodenetd $(DESTDIR)/usr/local/bin/nodenetd
 	$(DESTDIR)$(PREFIX)/bin/python -m nodenet.cli.manpages --out $(DESTDIR)$(MANDIR)
 	install -d $(DESTDIR)$(COMPLETIONDIR)
-	_NODENET_COMPLETE=source_bash $(DESTDIR)$(PREFIX)/bin/nodenet > $(DESTDIR)$(COMPLETIONDIR)/nodenet
+	_NODENET_COMPLETE=source_bash $(DESTDIR)$(PREFIX)/bin/python $(DESTDIR)$(PREFIX)/bin/nodenet > $(DESTDIR)$(COMPLETIONDIR)/nodenet
 	if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null; then systemd-sysusers; fi
 	if [ -z "$(DESTDIR)" ] && command -v systemd-tmpfiles >/dev/null; then systemd-tmpfiles --create /usr/lib/tmpfiles.d/nodenet.conf; fi
 	install -d -m 0750 $(DESTDIR)/etc/nodenet

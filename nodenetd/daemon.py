@@ -357,12 +357,14 @@ class Daemon:
         self._stopping = True
         self.notifier.stopping("leaving the cluster")
         with trio.move_on_after(self.config.shutdown_timeout_s) as scope:
+            if self.store is not None:
+                # The LEAVE takes the next incarnation: record it first, so that if we are
+                # killed while it spreads, the next start is above it and its ALIVE is heard.
+                await self.store.save_incarnation(self.service.core.incarnation + 1)
             spread = await self.service.leave(self.config.leave_timeout_s)
             log.info("left the cluster (%s)", "LEAVE spread" if spread else "leave timeout reached")
             self.hub.close()
             self._api_closed.set()
-            if self.store is not None:
-                await self.store.save_incarnation(self.service.core.incarnation)
         if scope.cancelled_caught:
             log.warning("graceful shutdown took longer than %.0f s", self.config.shutdown_timeout_s)
         nursery.cancel_scope.cancel()

@@ -53,8 +53,10 @@ def test_make_install_into_a_staging_root_puts_every_file_in_place(tmp_path: Pat
         "opt/nodenet/bin/nodenetd",
     ):
         assert (stage / path).exists(), path
+    script = stage / "opt/nodenet/bin/nodenetd"
+    assert script.read_text().startswith("#!/opt/nodenet/bin/python")  # runs from PREFIX
     version = subprocess.run(
-        [stage / "opt/nodenet/bin/nodenetd", "--version"],
+        [stage / "opt/nodenet/bin/python", script, "--version"],
         capture_output=True,
         text=True,
         timeout=60,
