@@ -11,6 +11,7 @@ closed, everything cancelled within `shutdown_timeout_s`.
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import os
 import random
@@ -129,6 +130,10 @@ def _check_all(
         except RemoteProtocolError as exc:
             out.append(exc)
     return out
+
+
+def _entry_event(entry: SignedEntry, origin: str) -> dict[str, Any]:
+    return {**entry_json(entry), "origin": origin}
 
 
 def entry_json(entry: SignedEntry, *, with_value: bool = True) -> dict[str, Any]:
@@ -586,7 +591,7 @@ class Daemon:
 
     def _on_entries(self, entries: list[SignedEntry], origin: str) -> None:
         for entry in entries:
-            self.hub.publish("entry", {**entry_json(entry), "origin": origin})
+            self.hub.publish("entry", functools.partial(_entry_event, entry, origin))
         self.handlers.dispatch(entries, origin)
 
     def _replication(self) -> StoreService:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -28,8 +28,15 @@ class HubEvent:
 
     id: int
     kind: str
-    """The SSE event name: "member" now ("entry" with the store), "reset" on a gap."""
-    data: dict[str, Any]
+    """The SSE event name: "member", "entry", or "reset" on a gap."""
+    payload: dict[str, Any] | Callable[[], dict[str, Any]]
+    """The data, or a function that builds it: a bulk catch-up publishes thousands of
+    entries, and most are never sent to anyone before they leave the ring."""
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The event's data (built on first use)."""
+        return self.payload() if callable(self.payload) else self.payload
 
 
 class EventHub:
@@ -49,7 +56,7 @@ class EventHub:
         """Id of the newest event (`first_id - 1` before any)."""
         return self._ring[-1].id if self._ring else self._first_id - 1
 
-    def publish(self, kind: str, data: dict[str, Any]) -> HubEvent:
+    def publish(self, kind: str, data: dict[str, Any] | Callable[[], dict[str, Any]]) -> HubEvent:
         """Record an event and hand it to every subscriber."""
         event = HubEvent(next(self._ids), kind, data)
         self._ring.append(event)

@@ -69,8 +69,12 @@ class StoreConfig:
     """Encoded entries waiting for verification; beyond it gossip is dropped (and counted)."""
     verify_threads: int = 2
     """Threads verifying signatures at once (one per core on the reference machine)."""
-    sync_timeout_s: float = 60.0
-    max_sync_rounds: int = 32
+    sync_timeout_s: float = 300.0
+    """Bound on one reconciliation session (a fresh node facing a large store needs many
+    rounds: one per ~8,000 ids it lacks)."""
+    max_sync_rounds: int = 256
+    sync_pulls_in_flight: int = 3
+    """Pull conversations at once while catching up."""
     gc_interval_s: float = 3600.0
 
 
@@ -126,6 +130,7 @@ class StoreService:
         self._verify_limit = trio.CapacityLimiter(self.config.verify_threads)
         self._rearm = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self._syncing: set[NodeId] = set()
         membership.message_handler = self._on_message
         membership.stream_handler = self._serve_stream
 
@@ -136,7 +141,9 @@ class StoreService:
         self.hlc.last = await trio.to_thread.run_sync(self._newest_hlc)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            for _ in range(self.config.verify_threads):
+            # Twice as many workers as verifying threads: while one batch waits for its
+            # commit (batching window + fsync), the next is being verified.
+            for _ in range(2 * self.config.verify_threads):
                 nursery.start_soon(self._ingest_worker)
             nursery.start_soon(self._timer_loop)
             nursery.start_soon(self._gc_loop)
@@ -199,7 +206,7 @@ class StoreService:
             elif isinstance(out, Pull):
                 self._nursery.start_soon(self._pull, out.address, out.ids)
             elif isinstance(out, SyncOrder):
-                self._nursery.start_soon(self._sync, out.address)
+                self._nursery.start_soon(self._sync, out.address, out.node)
         self._rearm.set()
 
     def _queue_ingest(self, source: Address | None, blob: bytes) -> None:
@@ -254,10 +261,13 @@ class StoreService:
                     batch.append(self._ingest_out.receive_nowait())
                 except trio.WouldBlock:
                     break
-            await self.ingest([blob for _, blob in batch])
+            await self.ingest([blob for _, blob in batch], gossip=True)
 
-    async def ingest(self, blobs: Sequence[bytes]) -> list[SignedEntry]:
-        """Verify and store entries from peers; the ones that became new heads."""
+    async def ingest(self, blobs: Sequence[bytes], *, gossip: bool = False) -> list[SignedEntry]:
+        """Verify and store entries from peers; the ones that became new heads.
+
+        Only entries that arrived by gossip are gossiped on: pulled and pushed ones were
+        asked for by one node that lacked them, and the rest of the cluster has them."""
         now_ms = self.clock.wall_ms()
         decoded = await trio.to_thread.run_sync(
             self._decode, blobs, now_ms, limiter=self._verify_limit
@@ -276,8 +286,9 @@ class StoreService:
         for entry in stored:
             self.hlc.observe(entry.hlc, now_ms)
         if stored:
-            self.replicator.stored(self.clock.now(), stored)
-            self._flush()
+            if gossip:
+                self.replicator.stored(self.clock.now(), stored)
+                self._flush()
             if self._on_entries is not None:
                 self._on_entries(stored, "replicated")
         return stored
@@ -303,17 +314,24 @@ class StoreService:
             self._flush()
 
     async def _pull(self, address: Address, ids: Sequence[bytes]) -> None:
-        for start in range(0, len(ids), TRANSFER_BATCH):
-            batch = ids[start : start + TRANSFER_BATCH]
-            reply, failure = await self.membership.request(
-                address, [EntryRequest(ids=tuple(batch))]
-            )
+        """Fetch entries from `address` in batches, a few conversations at once."""
+        limit = trio.CapacityLimiter(self.config.sync_pulls_in_flight)
+
+        async def one(batch: Sequence[bytes]) -> None:
+            async with limit:
+                reply, failure = await self.membership.request(
+                    address, [EntryRequest(ids=tuple(batch))]
+                )
             if reply is None:
                 log.debug("pull of %d entries from %s failed: %s", len(batch), address, failure)
                 return
             blobs = [m.entry for m in reply if isinstance(m, Entry)]
             self.stats.pulled += len(blobs)
             await self.ingest(blobs)
+
+        async with trio.open_nursery() as nursery:
+            for start in range(0, len(ids), TRANSFER_BATCH):
+                nursery.start_soon(one, ids[start : start + TRANSFER_BATCH])
 
     async def _push(self, address: Address, ids: Sequence[bytes]) -> None:
         for start in range(0, len(ids), TRANSFER_BATCH):
@@ -355,8 +373,20 @@ class StoreService:
 
         return reconciler, step
 
-    async def _sync(self, address: Address) -> None:
-        """Initiate a reconciliation with `address`, then pull and push the difference."""
+    async def _sync(self, address: Address, node: NodeId) -> None:
+        """Initiate a reconciliation with `address`, then pull and push the difference.
+
+        At most one session with a peer at a time, in either direction: a join, a
+        JOINED event and the periodic timer often ask for one at nearly the same moment."""
+        if node in self._syncing:
+            return
+        self._syncing.add(node)
+        try:
+            await self._sync_once(address)
+        finally:
+            self._syncing.discard(node)
+
+    async def _sync_once(self, address: Address) -> None:
         started = self.clock.now()
         self.stats.syncs += 1
         reconciler, step = self._session()
@@ -409,7 +439,12 @@ class StoreService:
         """A peer's store conversation: a reconciliation, a pull, or a push."""
         if isinstance(first[0], Sync):
             await self._answer_sync(conn, first)
-        elif isinstance(first[0], EntryRequest):
+            return
+        with trio.move_on_after(self.config.sync_timeout_s):
+            await self._serve_transfer(conn, first)
+
+    async def _serve_transfer(self, conn: FrameConnection, first: list[Message]) -> None:
+        if isinstance(first[0], EntryRequest):
             request = first + await conn.receive_all()
             ids = [i for m in request if isinstance(m, EntryRequest) for i in m.ids]
             blobs = await trio.to_thread.run_sync(
@@ -423,6 +458,17 @@ class StoreService:
             await conn.send([Error(code="unsupported", message=f"unexpected {first[0].TYPE.name}")])
 
     async def _answer_sync(self, conn: FrameConnection, first: list[Message]) -> None:
+        peer = conn.sender
+        if peer is None or peer in self._syncing:
+            await conn.send([Error(code="busy", message="already reconciling with you")])
+            return
+        self._syncing.add(peer)
+        try:
+            await self._answer_sync_once(conn, first)
+        finally:
+            self._syncing.discard(peer)
+
+    async def _answer_sync_once(self, conn: FrameConnection, first: list[Message]) -> None:
         reconciler, step = self._session()
         payload = _sync_payload(first)
         rounds = 0

@@ -377,13 +377,16 @@ class MembershipService:
         conn = self._framed(stream, peer)
         try:
             async with stream:
+                first = None
                 with trio.move_on_after(self.core.config.tcp_timeout_s):
                     first = await conn.receive()
-                    if not first or conn.sender is None:
-                        return
-                    if not isinstance(first[0], PushPull | Ping) and self.stream_handler:
-                        await self.stream_handler(conn, first)
-                        return
+                if not first or conn.sender is None:
+                    return
+                if not isinstance(first[0], PushPull | Ping) and self.stream_handler:
+                    # The store bounds its own conversations (a sync can take minutes).
+                    await self.stream_handler(conn, first)
+                    return
+                with trio.move_on_after(self.core.config.tcp_timeout_s):
                     request = first + await conn.receive_all()
                     reply = self.core.answer_exchange(self.clock.now(), conn.sender, request)
                     self._flush()

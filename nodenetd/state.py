@@ -126,6 +126,8 @@ class Apply:
     `txn`. Its return value is what `write` returns for it."""
 
     fn: Callable[[lmdb.Transaction[bytes], Mapping[str, lmdb._Database]], Any]
+    weight: int = 1
+    """How many operations it stands for (a batch of entries), for the batch limits."""
 
 
 Op: TypeAlias = Put | Delete | Apply
@@ -490,7 +492,7 @@ class StateStore:
             carry = None
             if not isinstance(first, _Request):
                 return
-            batch, size = [first], len(first.ops)
+            batch, size = [first], _weight(first.ops)
             deadline = first.queued_at + self._config.max_batch_delay_s
             while size < self._config.max_batch_ops and first.ops:
                 timeout = deadline - time.monotonic()
@@ -505,11 +507,11 @@ class StateStore:
                 if not isinstance(item, _Request):
                     stopping = True
                     break
-                if size + len(item.ops) > self._config.max_batch_ops:
+                if size + _weight(item.ops) > self._config.max_batch_ops:
                     carry = item
                     break
                 batch.append(item)
-                size += len(item.ops)
+                size += _weight(item.ops)
                 if not item.ops:  # a flush: commit now
                     break
             self._commit(batch, size)
@@ -626,6 +628,10 @@ async def open_state_store(
     finally:
         with trio.CancelScope(shield=True):
             await store.aclose()
+
+
+def _weight(ops: tuple[Op, ...]) -> int:
+    return sum(op.weight if isinstance(op, Apply) else 1 for op in ops)
 
 
 def _lock_directory(path: Path) -> int:

@@ -174,7 +174,9 @@ class EntryStore:
             return []
         horizon = pack_hlc(max(0, now_ms - int(self.tombstone_ttl_s * 1000)), 0)
         (outcomes, self.count) = (
-            await self.state.write([Apply(lambda txn, dbs: _ingest(txn, dbs, entries, horizon))])
+            await self.state.write(
+                [Apply(lambda txn, dbs: _ingest(txn, dbs, entries, horizon), weight=len(entries))]
+            )
         )[0]
         return list(outcomes)
 
