@@ -106,6 +106,8 @@ class ApiClient:
 
     def __init__(self, target: str | None = None, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.target = target or default_target()
+        # Only sent over TCP; the unix socket's permissions are its access control.
+        self._token = os.environ.get("NODENET_API_TOKEN", "")
         self.timeout_s = timeout_s
         self._socket_path: str | None = None
         self._host = ""
@@ -222,6 +224,8 @@ class ApiClient:
             if pairs:
                 url += "?" + urlencode(pairs, doseq=True)
         headers.setdefault("Accept", "application/json")
+        if self._token and self._socket_path is None:
+            headers["Authorization"] = f"Bearer {self._token}"
         payload = None
         if body is not None:
             payload = json.dumps(body, separators=(",", ":")).encode()

@@ -390,6 +390,85 @@ def token(
     )
 
 
+api_token_app = typer.Typer(
+    help="Bearer tokens for the API's TCP listener (the unix socket needs none).",
+    no_args_is_help=True,
+)
+app.add_typer(api_token_app, name="api-token")
+
+TokensFile = Annotated[
+    Path | None,
+    typer.Option("--file", help="Tokens file [default: <state dir>/api-tokens]."),
+]
+
+
+def _tokens_path(file: Path | None, state_dir: Path | None) -> Path:
+    from nodenet.daemon.paths import default_state_dir
+
+    return file or (state_dir or default_state_dir()) / "api-tokens"
+
+
+@api_token_app.command("create")
+def api_token_create(
+    name: Annotated[str, typer.Argument(help="A name for the token, e.g. prometheus.")],
+    role: Annotated[str, typer.Option("--role", help="read, write or admin.")] = "read",
+    file: TokensFile = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Create a token (printed once; only its hash is stored), replacing one of that name."""
+    from nodenet.daemon.files import write_atomically
+    from nodenet.daemon.tokens import Role, TokenError, Tokens
+
+    if role.upper() not in Role.__members__:
+        raise fail(f"--role {role!r}: use read, write or admin", 2)
+    path = _tokens_path(file, state_dir)
+    try:
+        tokens, token = Tokens.load(path).with_token(name, Role[role.upper()])
+        write_atomically(path, tokens.to_text(), mode=0o600)
+    except (TokenError, OSError) as exc:
+        raise fail(str(exc)) from None
+    typer.echo(token)
+    typer.echo(
+        f"nodenet: token {name!r} ({role}) added to {path}; reload the daemon"
+        " (systemctl reload nodenetd) and use it as NODENET_API_TOKEN",
+        err=True,
+    )
+
+
+@api_token_app.command("list")
+def api_token_list(file: TokensFile = None, state_dir: StateDir = None) -> None:
+    """List token names and roles."""
+    from nodenet.daemon.tokens import TokenError, Tokens
+
+    try:
+        tokens = Tokens.load(_tokens_path(file, state_dir))
+    except (TokenError, OSError) as exc:
+        raise fail(str(exc)) from None
+    for token in tokens.tokens:
+        typer.echo(f"{token.name}  {token.role.name.lower()}")
+
+
+@api_token_app.command("remove")
+def api_token_remove(
+    name: Annotated[str, typer.Argument(help="The token's name.")],
+    file: TokensFile = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Revoke a token (takes effect when the daemon reloads)."""
+    from nodenet.daemon.files import write_atomically
+    from nodenet.daemon.tokens import TokenError, Tokens
+
+    path = _tokens_path(file, state_dir)
+    try:
+        tokens = Tokens.load(path)
+        if all(t.name != name for t in tokens.tokens):
+            raise fail(f"no token called {name!r} in {path}")
+        write_atomically(path, tokens.without(name).to_text(), mode=0o600)
+    except (TokenError, OSError) as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"removed token {name!r}; reload the daemon to apply")
+
+
 @app.command()
 def backup(
     path: Annotated[Path, typer.Argument(help="New directory to write the backup into.")],

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nodenet.daemon.events import EventHub
 from nodenet.daemon.metrics import CONTENT_TYPE
+from nodenet.daemon.tokens import Role, Tokens, required_role
 
 __all__ = ["ApiError", "DaemonApi", "EntryWrite", "create_app"]
 
@@ -32,6 +33,8 @@ MAX_ENTRY_BODY = 8 * 1024 * 1024  # a batch of entries (values are base64 in JSO
 KEEPALIVE_S = 15.0
 STATUS_CODES = {
     400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
@@ -411,9 +414,55 @@ async def _event_stream(hub: EventHub, after: int | None) -> AsyncIterator[bytes
             yield f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n".encode()
 
 
-def wrap(app: FastAPI) -> _BodyLimit:
-    """The app with the request body limit in front."""
-    return _BodyLimit(app, MAX_BODY, MAX_ENTRY_BODY)
+class _TokenCheck:
+    """ASGI middleware: on TCP (not the unix socket), a bearer token with the right role."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], tokens: Callable[[], Tokens]) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[..., Awaitable[Any]],
+        send: Callable[..., Awaitable[None]],
+    ) -> None:
+        # hypercorn gives no "server" for unix sockets: there, file permissions decide.
+        if scope["type"] == "http" and scope.get("server") is not None:
+            needed = required_role(scope["method"], scope["path"])
+            if needed is not None:
+                refusal = self._refusal(scope, needed)
+                if refusal is not None:
+                    await refusal(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, scope: MutableMapping[str, Any], needed: Role) -> JSONResponse | None:
+        header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return _error(
+                401,
+                "unauthorized",
+                "on TCP this endpoint needs 'Authorization: Bearer <token>'"
+                " (create one with `nodenet api-token create`); the unix socket needs none",
+            )
+        stored = self.tokens().role_of(token.strip())
+        if stored is None:
+            return _error(401, "unauthorized", "unknown or revoked API token")
+        if stored.role < needed:
+            return _error(
+                403,
+                "forbidden",
+                f"token {stored.name!r} has role {stored.role.name.lower()};"
+                f" {scope['method']} {scope['path']} needs {needed.name.lower()}",
+            )
+        return None
+
+
+def wrap(app: FastAPI, tokens: Callable[[], Tokens] = Tokens) -> _BodyLimit:
+    """The app with token checks (TCP) and the request body limit in front."""
+    return _BodyLimit(_TokenCheck(app, tokens), MAX_BODY, MAX_ENTRY_BODY)
 
 
 def _b64(text: str, field_name: str) -> bytes:

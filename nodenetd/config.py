@@ -95,6 +95,9 @@ class ApiConfig:
     socket_mode: int = 0o660
     tcp: Address | None = None
     """Optional TCP listener, loopback only (e.g. 127.0.0.1:7951)."""
+    tokens_file: Path | None = None
+    """Bearer tokens for the TCP listener (`nodenet api-token`); /metrics and /health need
+    none. Without tokens, TCP serves only those two."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +158,7 @@ SCHEMA: dict[str, dict[str, str]] = {
         "socket": "path of the unix socket",
         "socket_mode": 'octal string such as "0660"',
         "tcp": "optional 127.0.0.1:port listener (empty: none)",
+        "tokens_file": "bearer tokens for the TCP listener (default <state_dir>/api-tokens)",
     },
     "store": {
         "max_value": "largest value in bytes (default 65536, at most 1048576); cluster-wide",
@@ -210,6 +214,7 @@ def load_config(
 
 
 _ENV_IGNORED = {
+    "NODENET_API_TOKEN",
     "NODENET_API",
     "NODENET_STATE_DIR",
     "NODENET_CONFIG",
@@ -412,7 +417,10 @@ def _build(
         if not ipaddress.ip_address(tcp.host).is_loopback:
             raise r.fail("api.tcp", tcp_text, "the API listens on loopback only (127.0.0.1 or ::1)")
     api = ApiConfig(
-        socket=r.path("api.socket", runtime / "api.sock"), socket_mode=socket_mode, tcp=tcp
+        socket=r.path("api.socket", runtime / "api.sock"),
+        socket_mode=socket_mode,
+        tcp=tcp,
+        tokens_file=r.path("api.tokens_file", state_dir / "api-tokens"),
     )
 
     level = r.text("log.level", "info").lower()

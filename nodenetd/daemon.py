@@ -40,6 +40,7 @@ from nodenet.daemon.notify import Notifier
 from nodenet.daemon.replication import StoreService
 from nodenet.daemon.service import Clock, MembershipService, SystemClock
 from nodenet.daemon.state import META_INCARNATION, Delete, Put, StateError, StateStore
+from nodenet.daemon.tokens import TokenError, Tokens
 from nodenet.daemon.transport import Transport, UdpTcpTransport
 from nodenet.protocol.entries import MAX_VALUE_LIMIT, SignedEntry, ValueTooLarge, decode_entry
 from nodenet.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
@@ -189,6 +190,7 @@ class Daemon:
         self.notifier = notifier or Notifier.from_environ()
         self.metrics = Metrics()
         self.handlers = Handlers(config.handlers)
+        self.tokens = Tokens()
         self.metrics.attach_handlers(self.handlers)
         self.hub = EventHub(first_id=time.time_ns() // 1_000_000 * 1000)
         self.service: MembershipService | None = None
@@ -241,6 +243,10 @@ class Daemon:
                 ring.primary.key_id,
             )
         ring = read_keyring(c.keyring_file)
+        try:
+            self.tokens = Tokens.load(c.api.tokens_file)
+        except (TokenError, OSError) as exc:
+            raise StartupError(str(exc)) from exc
         try:
             self.store = await trio.to_thread.run_sync(StateStore.open, c.state_dir / "state")
         except Exception as exc:
@@ -387,6 +393,10 @@ class Daemon:
         if config.tags != self.config.tags:
             self.service.set_tags(dict(config.tags))
         self.handlers.reload(config.handlers)
+        try:
+            self.tokens = Tokens.load(config.api.tokens_file)
+        except (TokenError, OSError) as exc:
+            log.error("reload: keeping the current API tokens: %s", exc)
         self.config = config
         log.info("reloaded configuration from %s", config.source)
         self.notifier.ready(self._status_line())
@@ -421,7 +431,7 @@ class Daemon:
         hconfig.errorlog = logging.getLogger("nodenet.api")
         hconfig.graceful_timeout = 2.0
         hconfig.keep_alive_timeout = 30.0
-        app = wrap(create_app(self))
+        app = wrap(create_app(self), lambda: self.tokens)
         try:
             await hypercorn.trio.serve(
                 app,  # type: ignore[arg-type]
