@@ -42,6 +42,7 @@ STATUS_CODES = {
     422: "invalid",
     502: "bad_gateway",
     503: "unavailable",
+    507: "insufficient_storage",
 }
 
 
@@ -157,8 +158,42 @@ class KeyRequest(BaseModel):
     key: str = Field(description="base64 of 32 bytes, as `nodenet keys generate` prints")
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, machine-readable: " + ", ".join(STATUS_CODES.values()))
+    message: str = Field(description="for people: what went wrong and what to do")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (docs/api.md "Errors")."""
+
+    error: ErrorDetail
+
+
+ERROR_MEANINGS = {
+    400: "The request is well-formed JSON but asks for something invalid (see the message)",
+    401: "On TCP: no bearer token, or an unknown one",
+    403: "On TCP: the token's role is too low for this endpoint",
+    404: "No such entry or key",
+    409: "Conflicts with the daemon's state (leaving, the primary key)",
+    413: "Request body, key or value over its limit",
+    422: "The request does not match this document's schema",
+    503: "The store is not serving (starting or stopping)",
+    507: "The state directory is full; nothing was written",
+}
+
+
+def _errors(*statuses: int, tcp_auth: bool = True) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: the error answers it can give, in the error format."""
+    every = (*statuses, 401, 403) if tcp_auth else statuses
+    return {s: {"model": ErrorBody, "description": ERROR_MEANINGS[s]} for s in sorted(every)}
+
+
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
 
 
 def _matches(
@@ -206,18 +241,37 @@ class _BodyLimit:
             response = _error(413, "too_large", f"request body over {limit} bytes")
             await response(scope, receive, send)
             return
+        if declared is not None:
+            # The HTTP server holds the body to its Content-Length.
+            await self.app(scope, receive, send)
+            return
+        # Chunked: read it here (at most `limit` bytes) so that too much is a 413 rather
+        # than a parse error inside the application, then hand the body on.
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> Any:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise ApiError(413, "too_large", f"request body over {limit} bytes")
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > limit:
+                response = _error(413, "too_large", f"request body over {limit} bytes")
+                await response(scope, receive, send)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        await self.app(scope, limited, send)
+        async def replay() -> Any:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def create_app(daemon: DaemonApi) -> FastAPI:
@@ -246,7 +300,7 @@ def create_app(daemon: DaemonApi) -> FastAPI:
             )
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}"
-        return _error(exc.status_code, code, message)
+        return _error(exc.status_code, code, message, exc.headers)  # 405 carries Allow
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -255,11 +309,15 @@ def create_app(daemon: DaemonApi) -> FastAPI:
         )
         return _error(422, "invalid", problems or "invalid request")
 
-    @app.get("/v1/self", summary="This node")
+    @app.get("/v1/self", summary="This node", responses=_errors())
     async def get_self() -> dict[str, Any]:
         return daemon.self_info()
 
-    @app.get("/v1/peers", summary="Members, this node included, with filters")
+    @app.get(
+        "/v1/peers",
+        summary="Members, this node included, with filters",
+        responses=_errors(400, 422),
+    )
     async def get_peers(
         status: Annotated[list[str], Query(description="alive, suspect, dead or left")] = [],  # noqa: B006
         tag: Annotated[list[str], Query(description="key=value; value is an anchored regex")] = [],  # noqa: B006
@@ -282,7 +340,14 @@ def create_app(daemon: DaemonApi) -> FastAPI:
             "peers": [p for p in daemon.peers() if _matches(p, status, tag_filters, name_pattern)]
         }
 
-    @app.post("/v1/join", summary="Join a cluster through one or more members")
+    @app.post(
+        "/v1/join",
+        summary="Join a cluster through one or more members",
+        responses={
+            **_errors(400, 413, 422),
+            502: {"description": "No address answered: the error, `joined: 0` and `results`"},
+        },
+    )
     async def post_join(request: JoinRequest) -> JSONResponse:
         results = await daemon.join(request.addresses)
         joined = sum(1 for r in results if r["ok"])
@@ -293,16 +358,30 @@ def create_app(daemon: DaemonApi) -> FastAPI:
             return JSONResponse({**body, "results": results}, status_code=502)
         return JSONResponse({"joined": joined, "results": results})
 
-    @app.post("/v1/leave", summary="Leave the cluster gracefully and stop the daemon")
+    @app.post(
+        "/v1/leave",
+        summary="Leave the cluster gracefully and stop the daemon",
+        responses=_errors(409),
+    )
     async def post_leave() -> dict[str, bool]:
         await daemon.leave()
         return {"left": True}
 
-    @app.patch("/v1/self/tags", summary="Set and delete tags")
+    @app.patch(
+        "/v1/self/tags", summary="Set and delete tags", responses=_errors(400, 409, 413, 422)
+    )
     async def patch_tags(request: TagsRequest) -> dict[str, Any]:
         return {"tags": daemon.update_tags(request.set, request.delete)}
 
-    @app.get("/v1/events", summary="Server-sent events of membership changes")
+    @app.get(
+        "/v1/events",
+        summary="Server-sent events of membership changes",
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "An endless stream"},
+            **_errors(400, 422),
+        },
+    )
     async def get_events(
         after: Annotated[int | None, Query(ge=0, description="resume after this event id")] = None,
         last_event_id: Annotated[str | None, Header()] = None,
@@ -336,26 +415,42 @@ def create_app(daemon: DaemonApi) -> FastAPI:
                 ) from None
         return EntryWrite(key=item.key, value=_b64(item.value_b64 or "", "value_b64"))
 
-    @app.post("/v1/entries", summary="Write one entry or an atomic batch; answers once durable")
+    @app.post(
+        "/v1/entries",
+        summary="Write one entry or an atomic batch; answers once durable",
+        responses=_errors(400, 413, 422, 503, 507),
+    )
     async def post_entries(request: EntriesRequest) -> dict[str, Any]:
         if request.entries is not None:
             return {"entries": await daemon.put_entries([to_write(i) for i in request.entries])}
         (written,) = await daemon.put_entries([to_write(request)])
         return written
 
-    @app.get("/v1/entries/{key:path}", summary="The current value of a key")
+    @app.get(
+        "/v1/entries/{key:path}",
+        summary="The current value of a key",
+        responses=_errors(400, 404, 503),
+    )
     async def get_entry(key: str) -> dict[str, Any]:
         entry = await daemon.get_entry(key)
         if entry is None:
             raise ApiError(404, "not_found", f"no entry for key {key!r}")
         return entry
 
-    @app.delete("/v1/entries/{key:path}", summary="Delete a key (writes a tombstone)")
+    @app.delete(
+        "/v1/entries/{key:path}",
+        summary="Delete a key (writes a tombstone)",
+        responses=_errors(400, 413, 503, 507),
+    )
     async def delete_entry(key: str) -> dict[str, Any]:
         (written,) = await daemon.put_entries([EntryWrite(key=key, tombstone=True)])
         return written
 
-    @app.get("/v1/entries", summary="Entries under a prefix, in key order")
+    @app.get(
+        "/v1/entries",
+        summary="Entries under a prefix, in key order",
+        responses=_errors(400, 422, 503),
+    )
     async def list_entries(
         prefix: str = "",
         after: str | None = None,
@@ -363,27 +458,39 @@ def create_app(daemon: DaemonApi) -> FastAPI:
     ) -> dict[str, Any]:
         return await daemon.list_entries(prefix, after, limit)
 
-    @app.get("/v1/store", summary="Entry count and a digest of every head")
+    @app.get(
+        "/v1/store",
+        summary="Entry count and a digest of every head",
+        responses=_errors(503),
+    )
     async def store_summary() -> dict[str, Any]:
         return await daemon.store_summary()
 
-    @app.get("/v1/keys", summary="The local keyring (key ids only)")
+    @app.get("/v1/keys", summary="The local keyring (key ids only)", responses=_errors())
     async def get_keys() -> dict[str, Any]:
         return daemon.keys()
 
-    @app.post("/v1/keys", summary="Install a cluster key")
+    @app.post("/v1/keys", summary="Install a cluster key", responses=_errors(400, 413, 422))
     async def post_key(request: KeyRequest) -> dict[str, Any]:
         return await daemon.install_key(request.key)
 
-    @app.post("/v1/keys/{key_id}/use", summary="Make an installed key the primary")
+    @app.post(
+        "/v1/keys/{key_id}/use",
+        summary="Make an installed key the primary",
+        responses=_errors(404),
+    )
     async def use_key(key_id: str) -> dict[str, Any]:
         return await daemon.use_key(key_id)
 
-    @app.delete("/v1/keys/{key_id}", summary="Remove a secondary key")
+    @app.delete("/v1/keys/{key_id}", summary="Remove a secondary key", responses=_errors(404, 409))
     async def delete_key(key_id: str) -> dict[str, Any]:
         return await daemon.remove_key(key_id)
 
-    @app.get("/health", summary="Readiness")
+    @app.get(
+        "/health",
+        summary="Readiness",
+        responses={503: {"description": "A check failed; the same body as 200 names it"}},
+    )
     async def health() -> JSONResponse:
         ok, checks = daemon.health()
         return JSONResponse(
@@ -391,7 +498,12 @@ def create_app(daemon: DaemonApi) -> FastAPI:
             status_code=200 if ok else 503,
         )
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    )
     async def metrics() -> Response:
         return Response(daemon.metrics_text(), media_type=CONTENT_TYPE)
 

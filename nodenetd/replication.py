@@ -147,6 +147,8 @@ class StoreService:
                 nursery.start_soon(self._ingest_worker)
             nursery.start_soon(self._timer_loop)
             nursery.start_soon(self._gc_loop)
+            # Membership runs first, so a peer may have spoken to us already.
+            self._flush()
             task_status.started()
 
     def _newest_hlc(self) -> int:
@@ -196,7 +198,8 @@ class StoreService:
             self._flush()
 
     def _flush(self) -> None:
-        assert self._nursery is not None, "run() first"
+        if self._nursery is None:
+            return  # not running yet: the replicator keeps its outputs until run() flushes
         for out in self.replicator.outputs():
             if isinstance(out, Ingest):
                 for blob in out.entries:

@@ -65,7 +65,7 @@ class ClusterKey:
         """Parse the base64 form (44 characters, as `nodenet keys` prints and Serf uses)."""
         try:
             raw = base64.b64decode(text.strip(), validate=True)
-        except binascii.Error as exc:
+        except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII characters
             raise LocalProtocolError(
                 "cluster key is not valid base64; generate one with `nodenet keys generate`"
             ) from exc

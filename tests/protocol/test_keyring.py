@@ -69,6 +69,7 @@ def test_given_keyring_misuse_then_clear_local_errors():
     ("text", "match"),
     [
         ("not base64!", "not valid base64"),
+        ("clé" + "A" * 41, "not valid base64"),
         ("AAAA", "3 bytes, expected 32"),
         ("A" * 42 + "B=", "not canonical"),  # padding bits set: an alias of "A"*43 + "="
     ],
@@ -118,6 +119,7 @@ def test_given_a_ring_when_written_as_text_and_read_back_then_same_keys_in_order
     [
         ("# only a comment\n", "holds no cluster key"),
         ("AAAA\n", "ring line 1: cluster key decodes to 3 bytes"),
+        ("# keys\nAAAA€\n", "ring line 2: cluster key is not valid base64"),
         (f"{K1.text}\n{K1.text}\n", "ring: the keyring lists the same cluster key twice"),
     ],
 )
