@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_fake_api import FakeApi, serving
+from support.fake_api import FakeApi, serving
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,8 @@
 """How long `nodenet peers` takes, process start to exit, against the fake API.
 
-Run by hand: `.venv/bin/python tests/cli/measure_peers.py [RUNS]`. DESIGN §5 budgets
-200 ms; the result is reported as a ratio to that budget and next to the cost of starting
-the interpreter alone, measured in the same run on the same machine (STYLE §10).
+Run by hand: `PYTHONPATH=tests .venv/bin/python tests/cli/measure_peers.py [RUNS]`.
+DESIGN §5 budgets 200 ms; the result is reported as a ratio to that budget and next to the
+cost of starting the interpreter alone, measured in the same run on the same machine (STYLE §10).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cli_fake_api import FakeApi, serving
+from support.fake_api import FakeApi, serving
 
 BUDGET_S = 0.200
 

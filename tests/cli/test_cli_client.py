@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from cli_fake_api import SELF, EventStream, FakeApi, error
+from support.fake_api import SELF, EventStream, FakeApi, error
 
 from nodenet.cli.client import ApiClient, ApiError, Unreachable, default_target, parse_sse
 from nodenet.daemon.paths import default_api_socket

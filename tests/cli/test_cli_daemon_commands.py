@@ -7,7 +7,7 @@ import json
 import socket
 
 import pytest
-from cli_fake_api import KEYS, PEERS, SELF, FakeApi, error, serving
+from support.fake_api import KEYS, PEERS, SELF, FakeApi, error, serving
 from typer.testing import CliRunner
 
 from nodenet.cli.main import app

@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from cli_fake_api import SELF, FakeApi
+from support.fake_api import SELF, FakeApi
 from typer.testing import CliRunner
 
 from nodenet.cli.jointoken import PREFIX, TokenError, decode_token, encode_token

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_fake_api import EventLog, FakeApi
+from support.fake_api import EventLog, FakeApi
 
 NODENET = str(Path(sys.executable).parent / "nodenet")
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_fake_api import AUTHOR, FIRST_HLC, TIME, FakeApi, error
+from support.fake_api import AUTHOR, FIRST_HLC, TIME, FakeApi, error
 from typer.testing import CliRunner
 
 from nodenet.cli.main import app

@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
-from cli_fake_api import AUTHOR, SELF, EventLog, FakeApi, error, serving
+from support.fake_api import AUTHOR, SELF, EventLog, FakeApi, error, serving
 from typer.testing import CliRunner
 
 from nodenet.cli import watch
