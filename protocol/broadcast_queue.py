@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
+from operator import attrgetter
 
 from nodenet.protocol.config import retransmit_limit
 from nodenet.protocol.messages import Message, encode_message
@@ -17,13 +18,17 @@ from nodenet.protocol.messages import Message, encode_message
 __all__ = ["BroadcastQueue"]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Item:
     key: Hashable | None
     message: Message
     size: int
-    order: int
+    rank: int
+    """Minus the order of queueing: among equals, the newest (lowest rank) goes first."""
     transmits: int = 0
+
+
+_URGENCY = attrgetter("transmits", "rank")
 
 
 class BroadcastQueue:
@@ -35,6 +40,7 @@ class BroadcastQueue:
         self._mult = retransmit_mult
         self._max = max_items
         self._items: list[_Item] = []
+        """Most urgent first, always: fewest transmits, then newest."""
         self._by_key: dict[Hashable, _Item] = {}
         self._order = 0
 
@@ -49,14 +55,13 @@ class BroadcastQueue:
         if key is not None and (old := self._by_key.pop(key, None)) is not None:
             self._items.remove(old)
         self._order += 1
-        item = _Item(key, message, len(encode_message(message)), self._order)
-        self._items.append(item)
+        item = _Item(key, message, len(encode_message(message)), -self._order)
+        self._items.insert(0, item)  # never sent and the newest: the most urgent
         if key is not None:
             self._by_key[key] = item
         if len(self._items) > self._max:
             # Drop what has been sent most (and, among those, the oldest): it has spread most.
-            victim = max(self._items, key=lambda i: (i.transmits, -i.order))
-            self._remove(victim)
+            self._remove(self._items[-1])
 
     def _remove(self, item: _Item) -> None:
         self._items.remove(item)
@@ -65,21 +70,31 @@ class BroadcastQueue:
 
     def take(self, budget: int, members: int) -> list[Message]:
         """Updates whose encodings fit in `budget` bytes, counting one transmit each."""
-        if not self._items or budget <= 0:
-            return []
+        return self.take_sized(budget, members)[0]
+
+    def take_sized(self, budget: int, members: int) -> tuple[list[Message], int]:
+        """`take`, and the bytes the updates' encodings add up to."""
+        items = self._items
+        if not items or budget <= 0:
+            return [], 0
         limit = retransmit_limit(self._mult, members)
         chosen: list[Message] = []
         used = 0
-        for item in sorted(self._items, key=lambda i: (i.transmits, -i.order)):
+        retired = False
+        for item in items:
             if used + item.size > budget:
                 continue
             used += item.size
             chosen.append(item.message)
             item.transmits += 1
-            if item.transmits >= limit:
+            retired = retired or item.transmits >= limit
+        if retired:
+            for item in [i for i in items if i.transmits >= limit]:
                 self._remove(item)
-        return chosen
+        if chosen:
+            items.sort(key=_URGENCY)  # nearly sorted already: linear
+        return chosen, used
 
     def pending(self) -> list[Message]:
         """Queued updates, most urgent first (for inspection and tests)."""
-        return [i.message for i in sorted(self._items, key=lambda i: (i.transmits, -i.order))]
+        return [i.message for i in self._items]

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import random
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import nacl.signing
@@ -69,6 +70,18 @@ __all__ = ["Datagram", "Exchange", "Membership", "MembershipStats", "Output"]
 
 PUSH_PULL_CHUNK = 256  # members per PUSH_PULL message: ~200 KB, well inside a 1 MiB frame
 _LIVE = (MemberStatus.ALIVE, MemberStatus.SUSPECT)
+
+
+def _is_live(member: Member) -> bool:
+    return member.status in _LIVE
+
+
+def _is_alive(member: Member) -> bool:
+    return member.status is MemberStatus.ALIVE
+
+
+def _is_dead(member: Member) -> bool:
+    return member.status is MemberStatus.DEAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +139,8 @@ class _Probe:
     expected_nacks: int = 0
     nacks: int = 0
     acked: bool = False
+    timeout: int | None = None
+    """The pending probe-timeout timer (cancelled when the ACK comes first)."""
 
 
 @dataclass(slots=True)
@@ -133,6 +148,7 @@ class _Relay:
     requester: Address
     requester_seq: int
     want_nack: bool
+    timer: int = 0
 
 
 @dataclass(slots=True)
@@ -141,11 +157,9 @@ class _PendingExchange:
     seq: int = 0
 
 
-@dataclass(order=True, slots=True)
-class _Timer:
-    when: float
-    order: int
-    action: Callable[[float], None] = field(compare=False)
+_Timer = tuple[float, int, Callable[[float], None]]
+"""(when, order, action): plain tuples, because the heap compares them on every push and
+pop and a tuple comparison is several times cheaper than an `order=True` dataclass's."""
 
 
 class Membership:
@@ -175,6 +189,8 @@ class Membership:
         self._seeds = tuple(seeds)
         self._datagram_budget = max_datagram_size - MAX_ENVELOPE_OVERHEAD
         self._members: dict[NodeId, Member] = {}
+        self._counts = dict.fromkeys(MemberStatus, 0)
+        """Members in each status, kept exact on every change: `cluster_size()` is O(1)."""
         self._ring: list[NodeId] = []
         self._ring_index = 0
         self._awareness = Awareness(self.config.awareness_max_multiplier)
@@ -190,6 +206,11 @@ class Membership:
         )
         self._timers: list[_Timer] = []
         self._timer_order = itertools.count()
+        self._cancelled: set[int] = set()
+        """Orders of timers that must not run (an ACKed probe's timeout): skipped, never
+        reported by `get_timer`, so they cost the driver no wake-up."""
+        self._latest = -math.inf
+        """The latest `now` of any input: the driver has been called up to then."""
         self._outputs: list[Output] = []
         self._events: list[MemberEvent] = []
         self._seq = rng.randrange(2**32)
@@ -203,7 +224,12 @@ class Membership:
         # Stagger the periodic tasks so a cluster started at once does not tick in step.
         c = self.config
         self._at(now + rng.uniform(0, c.probe_interval_s), self._tick_probe)
-        self._at(now + rng.uniform(0, c.gossip_interval_s), self._tick_gossip)
+        # Gossip rounds keep to a grid of `gossip_interval` steps from a random phase, but
+        # the timer is armed only while something is queued: a round with nothing to send
+        # would be a wake-up for nothing (five a second, idle). `_gossip_next` is the next
+        # point of the grid a round has not been considered at.
+        self._gossip_next = now + rng.uniform(0, c.gossip_interval_s)
+        self._gossip_armed = False
         self._at(now + rng.uniform(0, c.push_pull_interval_s), self._tick_push_pull)
         self._at(now + rng.uniform(0, c.reconnect_interval_s), self._tick_reconnect)
 
@@ -252,7 +278,18 @@ class Membership:
 
     def cluster_size(self) -> int:
         """Members believed alive or suspect, plus ourselves (N in the formulas)."""
-        return 1 + sum(1 for m in self._members.values() if m.status in _LIVE)
+        counts = self._counts
+        return 1 + counts[MemberStatus.ALIVE] + counts[MemberStatus.SUSPECT]
+
+    def status_counts(self) -> dict[MemberStatus, int]:
+        """How many members we hold in each status (ourselves not included)."""
+        return dict(self._counts)
+
+    def random_alive_member(self, rng: random.Random) -> MemberInfo | None:
+        """A member believed ALIVE, chosen uniformly with `rng` (None if there is none),
+        without building a list of every member."""
+        chosen = self._sample(rng, 1, _is_alive)
+        return chosen[0].info() if chosen else None
 
     def leave_done(self) -> bool:
         """After `leave`: the LEAVE has been sent its full number of times (or nobody is
@@ -263,12 +300,24 @@ class Membership:
 
     def get_timer(self) -> float | None:
         """When `handle_timer` must next be called."""
-        return self._timers[0].when if self._timers else None
+        timers = self._timers
+        cancelled = self._cancelled
+        while timers and cancelled and timers[0][1] in cancelled:
+            cancelled.discard(heapq.heappop(timers)[1])
+        return timers[0][0] if timers else None
 
     def handle_timer(self, now: float) -> None:
         """Run everything due at or before `now`."""
-        while self._timers and self._timers[0].when <= now:
-            heapq.heappop(self._timers).action(now)
+        timers = self._timers
+        cancelled = self._cancelled
+        if now > self._latest:
+            self._latest = now
+        while timers and timers[0][0] <= now:
+            _, order, action = heapq.heappop(timers)
+            if cancelled and order in cancelled:
+                cancelled.discard(order)
+                continue
+            action(now)
 
     def outputs(self) -> list[Output]:
         """Datagrams and exchanges to carry out, in order (drains)."""
@@ -294,6 +343,8 @@ class Membership:
         handler = self._handlers.get(type(message))
         if handler is None:
             return False
+        if now > self._latest:
+            self._latest = now
         handler(self, now, sender, address, message)
         return True
 
@@ -301,6 +352,7 @@ class Membership:
         self, now: float, sender: NodeId, request: Sequence[Message]
     ) -> tuple[Message, ...]:
         """Answer a TCP request from `sender`: a PING (fallback probe) or a push-pull."""
+        self._latest = max(self._latest, now)
         pushes = [m for m in request if isinstance(m, PushPull)]
         if pushes:
             for push in pushes:
@@ -317,6 +369,7 @@ class Membership:
         """The outcome of an `Exchange`: the reply messages, or None if it failed.
 
         Returns whether the exchange did its job (an ACK, or a peer's state merged)."""
+        self._latest = max(self._latest, now)
         pending = self._exchanges.pop(exchange_id, None)
         if pending is None:
             return False
@@ -341,22 +394,27 @@ class Membership:
 
     def join(self, now: float, addresses: Iterable[Address]) -> list[int]:
         """Push-pull with each address; returns the exchange ids (see `exchange_done`)."""
+        self._latest = max(self._latest, now)
         return [self._start_push_pull(now, address, join=True) for address in addresses]
 
     def leave(self, now: float) -> None:
         """Announce a signed LEAVE and stop probing; poll `leave_done` before stopping."""
         if self._leaving:
             return
+        self._latest = max(self._latest, now)
         self._leaving = True
         self._incarnation += 1
+        if self._probe is not None and self._probe.timeout is not None:
+            self._cancel(self._probe.timeout)
         self._probe = None
-        self._broadcasts.queue(Leave.create(self._key, incarnation=self._incarnation), self.node_id)
-        self._tick_gossip(now, reschedule=False)
+        self._queue(Leave.create(self._key, incarnation=self._incarnation), self.node_id)
+        self._gossip_round(now)  # at once, off the grid; the grid goes on as before
 
     def set_tags(self, now: float, tags: Mapping[str, str]) -> None:
         """Replace our tags and announce them with a new incarnation."""
         if self._leaving:
             raise LocalProtocolError("cannot change tags while leaving")
+        self._latest = max(self._latest, now)
         self._tags = make_tags(tags)
         self._announce(now, self._incarnation + 1)
         self._events.append(MemberEvent(EventKind.UPDATED, self.self_info(now), now))
@@ -367,6 +425,7 @@ class Membership:
         Their last known state is kept; the driver should `join` a few of them (a restarted
         node rejoins the peers it knew), and reconnects retry the dead ones.
         """
+        self._latest = max(self._latest, now)
         for state in states:
             if state.alive.node == self.node_id:
                 # Start above what the cluster may remember of our previous life.
@@ -378,8 +437,15 @@ class Membership:
 
     # --- time ---------------------------------------------------------------------------
 
-    def _at(self, when: float, action: Callable[[float], None]) -> None:
-        heapq.heappush(self._timers, _Timer(when, next(self._timer_order), action))
+    def _at(self, when: float, action: Callable[[float], None]) -> int:
+        """Run `action(now)` at `when`; returns the timer's order, for `_cancel`."""
+        order = next(self._timer_order)
+        heapq.heappush(self._timers, (when, order, action))
+        return order
+
+    def _cancel(self, order: int) -> None:
+        """Make a timer from `_at` never run (nor count as due)."""
+        self._cancelled.add(order)
 
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) % 2**32
@@ -395,9 +461,8 @@ class Membership:
     def _take_updates(self, room: int) -> list[Message]:
         """Queued updates that fit in `room` bytes: membership first, then store payloads."""
         n = self.cluster_size()
-        updates = self._broadcasts.take(room, n)
-        room -= sum(len(encode_message(m)) for m in updates)
-        return updates + self._payloads.take(room, n)
+        updates, used = self._broadcasts.take_sized(room, n)
+        return updates + self._payloads.take(room - used, n)
 
     def broadcast(self, message: Message, key: Hashable | None = None) -> None:
         """Queue a store update (ENTRY, ENTRY_ANNOUNCE) for piggybacking and gossip.
@@ -405,6 +470,7 @@ class Membership:
         It is sent `2 · retransmit_mult · ceil(log10(N+1))` times, in whatever room
         membership updates leave; an update with the same `key` replaces a queued one."""
         self._payloads.queue(message, key)
+        self._arm_gossip()
 
     def _exchange(
         self,
@@ -441,19 +507,15 @@ class Membership:
             messages.append(member.status_claim)
         self._send(probe.address, messages)
         timeout = self._awareness.scale(self.config.probe_timeout_s)
-        self._at(now + timeout, lambda t: self._probe_indirectly(t, probe, now + interval))
+        probe.timeout = self._at(
+            now + timeout, lambda t: self._probe_indirectly(t, probe, now + interval)
+        )
 
     def _next_probe_target(self) -> Member | None:
         if self.config.probe_order == "random":
-            # For experiments (the SWIM paper's uniform choice). The ring holds every
-            # member, so rejection sampling from it is uniform over the live ones; a list
-            # is built only if most picks miss.
-            for _ in range(8 if self._ring else 0):
-                member = self._members.get(self._ring[self._rng.randrange(len(self._ring))])
-                if member is not None and member.status in _LIVE:
-                    return member
-            live = [m for m in self._members.values() if m.status in _LIVE]
-            return self._rng.choice(live) if live else None
+            # For experiments: the SWIM paper's uniform choice among the live members.
+            chosen = self._sample(self._rng, 1, _is_live)
+            return chosen[0] if chosen else None
         for _ in range(len(self._ring) + 1):
             if self._ring_index >= len(self._ring):
                 self._ring = [n for n in self._ring if n in self._members]
@@ -468,14 +530,15 @@ class Membership:
         return None
 
     def _probe_indirectly(self, now: float, probe: _Probe, deadline: float) -> None:
+        probe.timeout = None
         if self._probe is not probe or probe.acked:
             return
-        helpers = [
-            m
-            for m in self._members.values()
-            if m.status is MemberStatus.ALIVE and m.node != probe.member
-        ]
-        chosen = self._rng.sample(helpers, min(self.config.indirect_checks, len(helpers)))
+        target = probe.member
+        chosen = self._sample(
+            self._rng,
+            self.config.indirect_checks,
+            lambda m: m.status is MemberStatus.ALIVE and m.node != target,
+        )
         for helper in chosen:
             self._send(
                 helper.alive.address,
@@ -493,6 +556,9 @@ class Membership:
 
     def _probe_acked(self, probe: _Probe, now: float) -> None:
         probe.acked = True
+        if probe.timeout is not None:
+            self._cancel(probe.timeout)  # nothing left to do at the timeout: no wake-up
+            probe.timeout = None
         self.stats.probe_acks += 1
         self._awareness.apply_delta(-1)
         if len(self._rtts) < 1024:  # drained by the driver; bounded if it never does
@@ -524,9 +590,11 @@ class Membership:
         if self._leaving:
             return
         seq = self._next_seq()
-        self._relays[seq] = _Relay(address, req.seq, req.nack)
+        relay = self._relays[seq] = _Relay(address, req.seq, req.nack)
         self._send(req.address, [Ping(seq=seq, target=req.target)])
-        self._at(now + self.config.probe_timeout_s, lambda t: self._relay_expired(seq))
+        relay.timer = self._at(
+            now + self.config.probe_timeout_s, lambda t: self._relay_expired(seq)
+        )
 
     def _relay_expired(self, seq: int) -> None:
         relay = self._relays.pop(seq, None)
@@ -541,6 +609,7 @@ class Membership:
             return
         relay = self._relays.pop(ack.seq, None)
         if relay is not None:
+            self._cancel(relay.timer)
             self._send(relay.requester, [Ack(seq=relay.requester_seq)])
 
     def _on_nack(self, now: float, sender: NodeId, address: Address, nack: Nack) -> None:
@@ -579,6 +648,10 @@ class Membership:
             if isinstance(claim, Alive):
                 self._add(now, claim)
             return
+        if claim is member.alive or claim is member.status_claim:
+            # The very claim that made the member what it is: a copy going round. The table
+            # ignores it (same incarnation; its accuser is counted), so skip asking it.
+            return
         row = member.transition_for(claim)
         if row is None:
             return
@@ -595,9 +668,12 @@ class Membership:
         member.incarnation = claim.incarnation
         member.suspicion = None
         if member.status is not row.to:
+            counts = self._counts
+            counts[member.status] -= 1
+            counts[row.to] += 1
             member.status = row.to
             member.changed_at = now
-        self._broadcasts.queue(claim, claim.node)
+        self._queue(claim, claim.node)
         if row.to is MemberStatus.SUSPECT:
             assert isinstance(claim, Suspect)
             self._start_suspicion(now, member, claim)
@@ -617,8 +693,9 @@ class Membership:
             alive=alive, status=MemberStatus.ALIVE, incarnation=alive.incarnation, changed_at=now
         )
         self._members[alive.node] = member
+        self._counts[MemberStatus.ALIVE] += 1
         self._insert_into_ring(alive.node)
-        self._broadcasts.queue(alive, alive.node)
+        self._queue(alive, alive.node)
         self._events.append(MemberEvent(EventKind.JOINED, member.info(), now))
 
     def _add_silently(self, now: float, state: MemberState) -> None:
@@ -639,13 +716,19 @@ class Membership:
             status_claim=status if kind is not MemberStatus.ALIVE else None,
         )
         self._members[state.alive.node] = member
+        self._counts[kind] += 1
         self._insert_into_ring(state.alive.node)
+        self._arm_gossip()  # a new gossip target (alive, or recently dead)
         if kind is not MemberStatus.ALIVE:
             self._at(now + self.config.reap_after_s, lambda t: self._reap(t, member, now))
 
     def _insert_into_ring(self, node: NodeId) -> None:
-        position = self._rng.randint(0, len(self._ring))
-        self._ring.insert(position, node)
+        ring = self._ring
+        position = self._rng.randint(0, len(ring))
+        # A new list rather than an insert in place (the same O(N)): a ring is never
+        # changed once built, so a driver may hand many cores one list (the simulator's
+        # converged start does, saving 8 bytes per member per node).
+        self._ring = [*ring[:position], node, *ring[position:]]
         if position < self._ring_index:
             self._ring_index += 1
 
@@ -672,7 +755,7 @@ class Membership:
             self._key, incarnation=incarnation, address=self._address, tags=self._tags
         )
         if broadcast:
-            self._broadcasts.queue(self._alive, self.node_id)
+            self._queue(self._alive, self.node_id)
 
     # --- suspicion ----------------------------------------------------------------------
 
@@ -695,7 +778,7 @@ class Membership:
         if suspicion is None or not suspicion.confirm(claim.accuser, now):
             return
         self.stats.confirmations += 1
-        self._broadcasts.queue(claim, claim.node)  # pass the confirmation on
+        self._queue(claim, claim.node)  # pass the confirmation on
         self._at(suspicion.deadline, lambda t: self._suspicion_expired(t, member, suspicion))
 
     def _suspicion_expired(self, now: float, member: Member, suspicion: Suspicion) -> None:
@@ -712,48 +795,105 @@ class Membership:
         if self._members.get(member.node) is not member:
             return
         del self._members[member.node]
+        self._counts[member.status] -= 1
         self._events.append(MemberEvent(EventKind.REAPED, member.info(), now))
 
     # --- gossip, push-pull, reconnect ---------------------------------------------------
 
-    def _tick_gossip(self, now: float, *, reschedule: bool = True) -> None:
-        if reschedule:
-            self._at(now + self.config.gossip_interval_s, self._tick_gossip)
-        if not len(self._broadcasts) and not len(self._payloads):
+    def _queue(self, claim: Claim, key: Hashable) -> None:
+        """Queue a membership update for piggybacking and gossip."""
+        self._broadcasts.queue(claim, key)
+        self._arm_gossip()
+
+    def _arm_gossip(self) -> None:
+        """Make sure a gossip round is due while updates wait: at the next point of the
+        grid that has not passed (what the timer would have been, had it ticked idly)."""
+        if self._gossip_armed or not (len(self._broadcasts) or len(self._payloads)):
             return
+        due = self._gossip_next
+        latest = self._latest
+        if due <= latest:
+            interval = self.config.gossip_interval_s
+            due += (math.floor((latest - due) / interval) + 1) * interval
+            while due <= latest:  # rounding
+                due += interval
+            self._gossip_next = due
+        self._gossip_armed = True
+        self._at(due, self._tick_gossip)
+
+    def _tick_gossip(self, now: float) -> None:
+        self._gossip_armed = False
+        self._gossip_next = now + self.config.gossip_interval_s
+        if self._gossip_round(now):
+            self._arm_gossip()
+        # Without anyone to gossip to, the timer waits for a member to appear (`_add*`).
+
+    def _gossip_round(self, now: float) -> bool:
+        """Send queued updates to `gossip_nodes` random members; False if there is no
+        member to send them to."""
+        if not len(self._broadcasts) and not len(self._payloads):
+            return True
         recent_dead = now - self.config.gossip_to_the_dead_s
-        targets = [
-            m
-            for m in self._members.values()
-            if m.status in _LIVE or (m.status is MemberStatus.DEAD and m.changed_at > recent_dead)
-        ]
-        for member in self._rng.sample(targets, min(self.config.gossip_nodes, len(targets))):
+        targets = self._sample(
+            self._rng,
+            self.config.gossip_nodes,
+            lambda m: (
+                m.status in _LIVE or (m.status is MemberStatus.DEAD and m.changed_at > recent_dead)
+            ),
+        )
+        for member in targets:
             updates = self._take_updates(self._datagram_budget)
             if not updates:
                 break
             self.stats.gossip_datagrams += 1
             self._outputs.append(Datagram(member.alive.address, tuple(updates)))
+        return bool(targets)
+
+    def _sample(self, rng: random.Random, k: int, accept: Callable[[Member], bool]) -> list[Member]:
+        """Up to `k` distinct members for which `accept` holds, uniformly at random.
+
+        Draws from the ring (which holds every member) and rejects misses, so a round
+        costs O(k) while most members qualify, instead of a list of all N; only after
+        many misses (few qualify: after a mass failure) does it fall back to that list.
+        Rejecting a repeated member keeps the draw uniform over k-subsets.
+        """
+        ring = self._ring
+        members = self._members
+        chosen: list[Member] = []
+        size = len(ring)
+        misses = 0 if size else 8 + 4 * k
+        while len(chosen) < k and misses < 8 + 4 * k:
+            member = members.get(ring[rng.randrange(size)])
+            if member is None or not accept(member) or any(c is member for c in chosen):
+                misses += 1
+            else:
+                chosen.append(member)
+        if len(chosen) < k:
+            pool = [m for m in members.values() if accept(m)]
+            chosen = rng.sample(pool, min(k, len(pool)))
+        return chosen
 
     def _tick_push_pull(self, now: float) -> None:
         interval = push_pull_interval(self.config.push_pull_interval_s, self.cluster_size())
         self._at(now + interval, self._tick_push_pull)
         if self._leaving:
             return
-        alive = [m for m in self._members.values() if m.status is MemberStatus.ALIVE]
+        alive = self._sample(self._rng, 1, _is_alive)
         if alive:
-            self._start_push_pull(now, self._rng.choice(alive).alive.address, join=False)
+            self._start_push_pull(now, alive[0].alive.address, join=False)
 
     def _tick_reconnect(self, now: float) -> None:
         self._at(now + self.config.reconnect_interval_s, self._tick_reconnect)
         if self._leaving:
             return
-        dead = [m for m in self._members.values() if m.status is MemberStatus.DEAD]
+        dead = self._counts[MemberStatus.DEAD]
         live = self.cluster_size() - 1
         # Serf's rule: try with probability dead/alive, so a large healthy cluster with a
         # few dead members does not hammer them, while a split cluster retries every time.
-        if dead and self._rng.random() < len(dead) / max(1, live):
+        if dead and self._rng.random() < dead / max(1, live):
             self.stats.reconnect_attempts += 1
-            self._start_push_pull(now, self._rng.choice(dead).alive.address, join=True)
+            (member,) = self._sample(self._rng, 1, _is_dead)
+            self._start_push_pull(now, member.alive.address, join=True)
         elif live == 0 and self._seeds:
             self.stats.reconnect_attempts += 1
             self._start_push_pull(now, self._rng.choice(self._seeds), join=True)
@@ -777,17 +917,25 @@ class Membership:
 
     def _merge(self, now: float, push: PushPull) -> None:
         """Merge a peer's full state, with the same rules as gossip."""
+        members = self._members
         for state in push.members:
-            node = state.alive.node
+            alive = state.alive
+            node = alive.node
             status = state.status
-            unknown = node != self.node_id and node not in self._members
-            if unknown and isinstance(status, Dead | Leave):
-                self._add_silently(now, state)  # a tombstone we never saw alive
-                continue
-            self._apply(now, state.alive)
-            if status is None:
-                continue
-            member = self._members.get(node)
+            member = members.get(node)
+            if member is not None and alive.incarnation <= member.incarnation:
+                # Most of a push-pull is what we know already: `_apply` would ignore this
+                # ALIVE (it must be newer), so do not pay for asking it.
+                if status is None:
+                    continue
+            else:
+                if member is None and node != self.node_id and isinstance(status, Dead | Leave):
+                    self._add_silently(now, state)  # a tombstone we never saw alive
+                    continue
+                self._apply(now, alive)
+                if status is None:
+                    continue
+                member = members.get(node)
             if isinstance(status, Dead) and member is not None and node != self.node_id:
                 # As memberlist: a peer's DEAD becomes our own suspicion, so the member gets
                 # a chance to refute instead of dying on hearsay.

@@ -142,9 +142,8 @@ class Replicator:
     def _sync_with_random(self, now: float) -> None:
         if self.membership.leaving:
             return
-        alive = [m for m in self.membership.members() if m.status is MemberStatus.ALIVE]
-        if alive:
-            member = self._rng.choice(alive)
+        member = self.membership.random_alive_member(self._rng)
+        if member is not None:
             self.syncs += 1
             self._outputs.append(Sync(member.node, member.address))
 

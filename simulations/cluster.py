@@ -20,8 +20,8 @@ from nodenet.protocol.identity import NodeId
 from nodenet.protocol.members import EventKind, MemberEvent, MemberStatus
 from nodenet.protocol.membership import Membership
 from nodenet.protocol.messages import Address
+from nodenet.simulations.bootstrap import bootstrap_views
 from nodenet.simulations.engine import Simulator
-from nodenet.simulations.fastcore import SimMembership, bootstrap_views
 from nodenet.simulations.metrics import Recorder
 from nodenet.simulations.network import LinkModel, Network
 from nodenet.simulations.node import SimNode
@@ -65,7 +65,7 @@ class Cluster:
         store: StoreSettings | None = None,
         bandwidth_bps: float = 0.0,
         keep_log: bool = True,
-        core_class: type[Membership] = SimMembership,
+        core_class: type[Membership] = Membership,
     ) -> None:
         self.sim = Simulator(seed)
         self.network = Network(self.sim, link, bandwidth_bps=bandwidth_bps)

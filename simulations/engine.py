@@ -7,6 +7,7 @@ Every source of randomness in a run is derived from the one seed (`fork_rng`).
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
 import random
@@ -16,6 +17,13 @@ from typing import Any
 __all__ = ["Simulator"]
 
 CHUNK = 4096  # events between looks at the clock limit, progress hook and stop flag
+GC_THRESHOLD = 100_000
+"""During a run, the cyclic garbage collector looks at young objects after this many
+allocations instead of Python's default 700. A run makes and drops millions of small
+containers (events, datagrams, timer entries) that point into the long-lived member
+tables, and each young collection touches what they point to: at 10,000 nodes, 10⁸
+members spread over 11 GB, that was a third of the run time. Reference counting still
+frees everything at once; only garbage cycles wait longer (a few MB of them at most)."""
 
 
 class Simulator:
@@ -59,6 +67,14 @@ class Simulator:
     def run_until(self, until: float, max_events: int = 500_000_000) -> None:
         """Run every event up to virtual time `until`, then set the clock to it (unless
         `stop` was called: then the clock stays at the last event)."""
+        threshold = gc.get_threshold()
+        gc.set_threshold(max(threshold[0], GC_THRESHOLD), *threshold[1:])
+        try:
+            self._run_until(until, max_events)
+        finally:
+            gc.set_threshold(*threshold)
+
+    def _run_until(self, until: float, max_events: int) -> None:
         queue = self._queue
         pop = heapq.heappop
         ran = 0

@@ -30,7 +30,6 @@ from nodenet.protocol.membership import Datagram, Exchange, Membership
 from nodenet.protocol.messages import Address, Message
 from nodenet.protocol.wire import FRAME_HEADER, WireCodec
 from nodenet.simulations.engine import Simulator
-from nodenet.simulations.fastcore import SimMembership
 from nodenet.simulations.network import Network, ready_at
 from nodenet.simulations.sizes import datagram_size, frames_size, message_size
 
@@ -63,7 +62,7 @@ class SimNode:
         wire: bool = False,
         on_event: EventSink | None = None,
         index: int = 0,
-        core_class: type[Membership] = SimMembership,
+        core_class: type[Membership] = Membership,
     ) -> None:
         self.sim = sim
         self.network = network
@@ -94,6 +93,8 @@ class SimNode:
         self.tcp_bytes_received = 0
         self.buffer_drops = 0
         self.rejected = 0
+        self.wakeups = 0
+        """Times the core's timer was due and run (the daemon's timer-loop wake-ups)."""
         self._core_class = core_class
         self._codec = WireCodec(key, Keyring([SIM_CLUSTER_KEY])) if wire else None
         self._timer_at: float | None = None
@@ -233,7 +234,13 @@ class SimNode:
         self._timer_at = None
         if self.paused_until > self.sim.now:
             return  # `_resume` runs what is due
-        self.core.handle_timer(self.sim.now)
+        # The deadline may have moved later since this event was armed (an ACK cancelled
+        # the probe timeout): then nothing is due, and `pump` re-arms for the real one, as
+        # the daemon's timer loop re-reads `get_timer()` without running anything.
+        due = self.core.get_timer()
+        if due is not None and due <= self.sim.now:
+            self.wakeups += 1
+            self.core.handle_timer(self.sim.now)
         self.pump()
 
     # --- outputs --------------------------------------------------------------------------

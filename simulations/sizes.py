@@ -93,10 +93,18 @@ def message_size(message: Message) -> int:
         return 37 + _uint(message.seq) + _address(message.address)
     if kind is PushPull:
         assert isinstance(message, PushPull)
+        # `_claim` inlined: a push-pull carries every member, so this loop is the hot one.
         total = 3 + _array(len(message.members))
         for state in message.members:
+            length = len(state.alive.claim)
+            total += (
+                71 + length if length <= 0xFF else 72 + length if length <= 0xFFFF else 74 + length
+            )
             status = state.status
-            total += 1 + _claim(state.alive) + (1 if status is None else _claim(status))
+            if status is None:
+                total += 1
+            else:
+                total += _claim(status)
         return total
     if kind is EntryAnnounce or kind is EntryRequest:
         ids = message.ids  # type: ignore[attr-defined]
