@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from nodenet.daemon.handlers import Handlers
 from nodenet.daemon.replication import StoreService
 from nodenet.daemon.service import MembershipService
-from nodenet.protocol.members import EventKind, MemberEvent, MemberStatus
+from nodenet.protocol.members import EventKind, MemberEvent
 from nodenet.protocol.wire import PROTOCOL_MAJOR, PROTOCOL_MINOR
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
@@ -62,6 +62,11 @@ _CORE_COUNTERS = {
     "push_pull_failures": ("push_pull_failures", "Full state exchanges that failed."),
     "reconnect_attempts": ("reconnect_attempts", "Attempts to reach dead members or seeds."),
     "gossip_datagrams": ("gossip_datagrams", "Datagrams sent by gossip rounds."),
+    "accusations_ignored": (
+        "accusations_ignored",
+        "SUSPECT/DEAD claims dropped: the accuser is not a live member, or the incarnation"
+        " is 2^63 or more.",
+    ),
 }
 
 
@@ -91,10 +96,7 @@ class _Collector(Collector):
         members = GaugeMetricFamily(
             "nodenet_members", "Known members by state (this node excluded).", labels=["state"]
         )
-        counts = dict.fromkeys(MemberStatus, 0)
-        for member in core.members():
-            counts[member.status] += 1
-        for status, count in counts.items():
+        for status, count in core.status_counts().items():
             members.add_metric([status.value], count)
         yield members
         yield GaugeMetricFamily(

@@ -66,10 +66,16 @@ from nodenet.protocol.messages import (
 from nodenet.protocol.suspicion import Suspicion
 from nodenet.protocol.wire import MAX_ENVELOPE_OVERHEAD
 
-__all__ = ["Datagram", "Exchange", "Membership", "MembershipStats", "Output"]
+__all__ = ["INCARNATION_CEILING", "Datagram", "Exchange", "Membership", "MembershipStats", "Output"]
 
 PUSH_PULL_CHUNK = 256  # members per PUSH_PULL message: ~200 KB, well inside a 1 MiB frame
 _LIVE = (MemberStatus.ALIVE, MemberStatus.SUSPECT)
+
+INCARNATION_CEILING = 2**63
+"""Claims about a member's state at or above this incarnation are ignored. A node adds one
+per refutation or tag change, so no honest one gets near it; a hostile claim at 2^64 − 1
+(a valid uint64) could otherwise never be refuted, and refuting one just below would leave
+us no incarnation for our next tag change."""
 
 
 def _is_live(member: Member) -> bool:
@@ -128,6 +134,9 @@ class MembershipStats:
     push_pull_failures: int = 0
     reconnect_attempts: int = 0
     gossip_datagrams: int = 0
+    accusations_ignored: int = 0
+    """SUSPECT and DEAD claims dropped unheard: the accuser is not a member we believe
+    alive, or the incarnation is at or above `INCARNATION_CEILING`."""
 
 
 @dataclass(slots=True)
@@ -640,6 +649,9 @@ class Membership:
 
     def _apply(self, now: float, claim: Claim) -> None:
         """Apply one verified claim following the state table (`members.py`)."""
+        if isinstance(claim, Suspect | Dead) and not self._credible(claim):
+            self.stats.accusations_ignored += 1
+            return
         if claim.node == self.node_id:
             self._claim_about_us(now, claim)
             return
@@ -688,6 +700,23 @@ class Membership:
         if kind is not None:
             self._events.append(MemberEvent(kind, member.info(), now))
 
+    def _credible(self, claim: Suspect | Dead) -> bool:
+        """Whether an accusation is worth hearing (docs/protocol.md §11).
+
+        Not at or above `INCARNATION_CEILING`: the accused could not refute it. About us,
+        from anyone: refuting costs one ALIVE, and a peer we believe dead may be a live
+        member on the other side of a healed partition, whose word the rest of the
+        cluster hears. About others, only from ourselves or a member we believe
+        alive or suspect: a holder of the cluster key that is not a member (or no longer
+        is) must not be able to start a suspicion, let alone a death."""
+        if claim.incarnation >= INCARNATION_CEILING:
+            return False
+        accuser = claim.accuser
+        if claim.node == self.node_id or accuser == self.node_id:
+            return True
+        member = self._members.get(accuser)
+        return member is not None and member.status in _LIVE
+
     def _add(self, now: float, alive: Alive) -> None:
         member = Member(
             alive=alive, status=MemberStatus.ALIVE, incarnation=alive.incarnation, changed_at=now
@@ -734,6 +763,9 @@ class Membership:
 
     def _claim_about_us(self, now: float, claim: Claim) -> None:
         if self._leaving:
+            return
+        if claim.incarnation >= INCARNATION_CEILING:
+            self.stats.accusations_ignored += 1  # an ALIVE of ours we did not sign so high
             return
         if isinstance(claim, Alive):
             stale = claim.incarnation < self._incarnation or (
@@ -922,6 +954,9 @@ class Membership:
             alive = state.alive
             node = alive.node
             status = state.status
+            if isinstance(status, Suspect | Dead) and status.incarnation >= INCARNATION_CEILING:
+                self.stats.accusations_ignored += 1
+                status = None  # not even as a tombstone: the member could never come back
             member = members.get(node)
             if member is not None and alive.incarnation <= member.incarnation:
                 # Most of a push-pull is what we know already: `_apply` would ignore this

@@ -15,8 +15,9 @@ import pytest
 from nodenet.protocol.config import PROFILES
 from nodenet.protocol.identity import node_id_of
 from nodenet.protocol.members import TRANSITIONS, EventKind, MemberStatus
-from nodenet.protocol.membership import Datagram, Exchange, Membership
+from nodenet.protocol.membership import INCARNATION_CEILING, Datagram, Exchange, Membership
 from nodenet.protocol.messages import (
+    UINT64_MAX,
     Ack,
     Address,
     Alive,
@@ -198,6 +199,83 @@ def test_given_a_refutation_then_the_suspicion_timer_does_nothing():
     put(m, alive(incarnation=6), now=11.0)
     _run(m, 100.0)
     assert m.member(X_ID).status is A
+
+
+# --- who is heard ------------------------------------------------------------------------
+
+STRANGER = nacl.signing.SigningKey(b"\x30" * 32)  # holds the cluster key, is no member
+
+
+@pytest.mark.parametrize("kind", [Suspect, Dead])
+def test_given_an_accusation_by_a_non_member_then_it_is_ignored_and_counted(kind):
+    m = member_in(A)
+    assert put(m, kind.create(STRANGER, node=X_ID, incarnation=5)) == []
+    assert m.member(X_ID).status is A
+    assert m.stats.accusations_ignored == 1
+
+
+@pytest.mark.parametrize("accuser_status", [D, L])
+def test_given_an_accusation_by_a_member_we_believe_gone_then_it_is_ignored(accuser_status):
+    m = member_in(A)
+    accuser = ACCUSERS[4]
+    accuser_id = node_id_of(accuser)
+    if accuser_status is D:
+        put(m, Dead.create(ACCUSERS[5], node=accuser_id, incarnation=1))
+    else:
+        put(m, Leave.create(accuser, incarnation=1))
+    assert m.member(accuser_id).status is accuser_status
+    m.events()
+    assert put(m, Dead.create(accuser, node=X_ID, incarnation=5)) == []
+    assert m.member(X_ID).status is A
+    assert m.stats.accusations_ignored == 1
+
+
+def test_given_an_accusation_by_a_suspect_member_then_it_is_heard():
+    m = member_in(A)
+    accuser_id = node_id_of(ACCUSERS[4])
+    put(m, Suspect.create(ACCUSERS[5], node=accuser_id, incarnation=1))
+    m.events()
+    assert put(m, Suspect.create(ACCUSERS[4], node=X_ID, incarnation=5)) == [EventKind.SUSPECTED]
+    assert m.stats.accusations_ignored == 0
+
+
+@pytest.mark.parametrize("kind", [Suspect, Dead])
+def test_given_an_accusation_at_the_incarnation_ceiling_then_nobody_acts_on_it(kind):
+    m = member_in(A)
+    for incarnation in (INCARNATION_CEILING, UINT64_MAX):
+        assert put(m, kind.create(ACCUSERS[1], node=X_ID, incarnation=incarnation)) == []
+    assert m.member(X_ID).status is A
+    assert m.stats.accusations_ignored == 2
+    # just below the ceiling it is an ordinary accusation
+    assert put(m, kind.create(ACCUSERS[1], node=X_ID, incarnation=INCARNATION_CEILING - 1))
+
+
+@pytest.mark.parametrize("kind", [Suspect, Dead])
+def test_given_an_accusation_about_us_at_the_largest_incarnation_then_no_crash_no_refutation(
+    kind,
+):
+    m = core(incarnation=3)
+    m.receive(0.0, X_ID, X_ADDR, kind.create(X, node=m.node_id, incarnation=UINT64_MAX))
+    assert m.incarnation == 3
+    assert m.events() == []
+    assert m.stats.accusations_ignored == 1
+    # one just below the ceiling is refuted, and leaves room for our next tag change
+    m.receive(
+        0.0, X_ID, X_ADDR, kind.create(X, node=m.node_id, incarnation=INCARNATION_CEILING - 1)
+    )
+    assert m.incarnation == INCARNATION_CEILING
+    m.set_tags(0.0, {"after": "refutation"})
+    assert m.incarnation == INCARNATION_CEILING + 1
+
+
+def test_given_a_push_pull_with_a_tombstone_at_the_ceiling_then_the_member_is_kept_alive():
+    m = core()
+    dead = Dead.create(ACCUSERS[2], node=X_ID, incarnation=UINT64_MAX)
+    m.answer_exchange(
+        0.0, X_ID, (PushPull(join=False, members=(MemberState(alive(incarnation=2), dead),)),)
+    )
+    assert m.member(X_ID).status is A
+    assert m.stats.accusations_ignored == 1
 
 
 # --- claims about ourselves ---------------------------------------------------------------
