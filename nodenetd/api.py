@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from nodenet.daemon.events import EventHub
 from nodenet.daemon.metrics import CONTENT_TYPE
@@ -195,6 +196,19 @@ def _errors(*statuses: int, tcp_auth: bool = True) -> dict[int | str, dict[str, 
     return {s: {"model": ErrorBody, "description": ERROR_MEANINGS[s]} for s in sorted(every)}
 
 
+def _allowed_methods(app: Any, scope: Mapping[str, Any]) -> list[str]:
+    """Every method some route serves at this path. Starlette's own 405 names only the
+    methods of the first route whose path matched, and a path may have one route per
+    method (`GET` and `POST /v1/entries`)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(dict(scope))
+            if match is not Match.NONE:
+                methods |= route.methods
+    return sorted(methods)
+
+
 def _error(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
@@ -305,9 +319,14 @@ def create_app(daemon: DaemonApi) -> FastAPI:
             message = (
                 f"no such endpoint: {request.method} {request.url.path} (see GET /openapi.json)"
             )
-        elif exc.status_code == 405:
+        headers = exc.headers
+        if exc.status_code == 405:
+            allowed = _allowed_methods(request.app, request.scope)
             message = f"{request.method} is not allowed on {request.url.path}"
-        return _error(exc.status_code, code, message, exc.headers)  # 405 carries Allow
+            if allowed:
+                message += f" (allowed: {', '.join(allowed)})"
+                headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        return _error(exc.status_code, code, message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -199,6 +199,11 @@ async def test_unknown_paths_methods_and_huge_bodies_get_json_errors(pair):
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
     wrong = await a.http.delete("/v1/self")
     assert (wrong.status_code, wrong.json()["error"]["code"]) == (405, "method_not_allowed")
+    assert wrong.headers["allow"] == "GET"
+    # one route per method on this path: the Allow header names them all
+    both = await a.http.request("OPTIONS", "/v1/entries")
+    assert (both.status_code, both.headers["allow"]) == (405, "GET, POST")
+    assert "allowed: GET, POST" in both.json()["error"]["message"]
     huge = await a.http.post(
         "/v1/join", content=b"x" * (70 * 1024), headers={"content-type": "application/json"}
     )
