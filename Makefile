@@ -40,9 +40,11 @@ fmt: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
-# Longer fuzzing and (later) chaos runs; CI runs the short versions inside `make test`.
+# Long fuzzing, chaos and simulator runs; CI runs the short versions inside `make test`.
 soak: $(STAMP)
 	NODENET_FUZZ_ITERATIONS=2000000 $(BIN)/python -m pytest tests -k fuzz
+	NODENET_SOAK=1 $(BIN)/python -m pytest tests/chaos
+	NODENET_SIM_LARGE=1 $(BIN)/python -m pytest tests/simulations/test_swim_validation.py -k dissemination
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/codec.py
