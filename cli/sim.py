@@ -7,6 +7,7 @@ matplotlib are imported inside the commands, so `nodenet --help` stays quick.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -94,7 +95,7 @@ def list_scenarios() -> None:
     from nodenet.simulations.scenario import Scenario, available
 
     for name in available():
-        first = Scenario.load(name).description.strip().split(".")[0].replace("\n", " ")
+        first = re.split(r"\.(?:\s|$)", " ".join(Scenario.load(name).description.split()))[0]
         typer.echo(f"{name:<26} {first}")
 
 

@@ -109,3 +109,6 @@ def test_given_list_then_every_bundled_scenario_is_shown():
     assert result.exit_code == 0
     assert "partition_heal" in result.output
     assert "anti_entropy_convergence" in result.output
+    # the first sentence, whole: a decimal point does not end it
+    line = next(x for x in result.output.splitlines() if x.startswith("entry_dissemination"))
+    assert "one every 0.5 s: how fast" in line
