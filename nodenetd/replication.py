@@ -74,7 +74,7 @@ class StoreConfig:
     rounds: one per ~8,000 ids it lacks)."""
     max_sync_rounds: int = 256
     sync_pulls_in_flight: int = 3
-    """Pull conversations at once while catching up."""
+    """Transfer conversations at once in each direction (pulls, pushes) after a sync."""
     gc_interval_s: float = 3600.0
 
 
@@ -319,30 +319,33 @@ class StoreService:
     async def _pull(self, address: Address, ids: Sequence[bytes]) -> None:
         """Fetch entries from `address` in batches, a few conversations at once."""
         limit = trio.CapacityLimiter(self.config.sync_pulls_in_flight)
-
-        async def one(batch: Sequence[bytes]) -> None:
-            async with limit:
-                reply, failure = await self.membership.request(
-                    address, [EntryRequest(ids=tuple(batch))]
-                )
-            if reply is None:
-                log.debug("pull of %d entries from %s failed: %s", len(batch), address, failure)
-                return
-            blobs = [m.entry for m in reply if isinstance(m, Entry)]
-            self.stats.pulled += len(blobs)
-            await self.ingest(blobs)
-
         async with trio.open_nursery() as nursery:
             for start in range(0, len(ids), TRANSFER_BATCH):
-                nursery.start_soon(one, ids[start : start + TRANSFER_BATCH])
+                nursery.start_soon(
+                    self._pull_batch, address, ids[start : start + TRANSFER_BATCH], limit
+                )
 
-    async def _push(self, address: Address, ids: Sequence[bytes]) -> None:
-        for start in range(0, len(ids), TRANSFER_BATCH):
-            blobs = await trio.to_thread.run_sync(
-                self.store.get_by_ids_sync, list(ids[start : start + TRANSFER_BATCH])
+    async def _pull_batch(
+        self, address: Address, batch: Sequence[bytes], limit: trio.CapacityLimiter
+    ) -> None:
+        async with limit:
+            reply, failure = await self.membership.request(
+                address, [EntryRequest(ids=tuple(batch))]
             )
+        if reply is None:
+            log.debug("pull of %d entries from %s failed: %s", len(batch), address, failure)
+            return
+        blobs = [m.entry for m in reply if isinstance(m, Entry)]
+        self.stats.pulled += len(blobs)
+        await self.ingest(blobs)
+
+    async def _push_batch(
+        self, address: Address, batch: Sequence[bytes], limit: trio.CapacityLimiter
+    ) -> None:
+        async with limit:
+            blobs = await trio.to_thread.run_sync(self.store.get_by_ids_sync, list(batch))
             if not blobs:
-                continue
+                return
             try:
                 conn = await self.membership.connect(address)
             except OSError as exc:
@@ -352,7 +355,7 @@ class StoreService:
                 try:
                     await conn.send([Entry(entry=b) for b in blobs])
                     await conn.send_eof()
-                    await conn.receive_all()
+                    await conn.receive_all()  # the peer closes once it has stored them
                 except (
                     trio.BrokenResourceError,
                     trio.ClosedResourceError,
@@ -390,6 +393,10 @@ class StoreService:
             self._syncing.discard(node)
 
     async def _sync_once(self, address: Address) -> None:
+        """One session. The difference is transferred while the session goes on (pulls of
+        what we lack, pushes of what the peer lacks), a batch as soon as one is known, so
+        that verifying and storing overlaps the remaining rounds (a replica far behind
+        needs many), with a few conversations in flight each way."""
         started = self.clock.now()
         self.stats.syncs += 1
         reconciler, step = self._session()
@@ -399,8 +406,48 @@ class StoreService:
             self.stats.sync_failures += 1
             log.debug("sync with %s: cannot connect: %s", address, exc)
             return
+        pulling, pushing = (
+            trio.CapacityLimiter(self.config.sync_pulls_in_flight) for _ in range(2)
+        )
+        pulled: set[bytes] = set()
+        pushed: set[bytes] = set()
+        async with trio.open_nursery() as transfers:
+
+            def transfer_known(*, final: bool) -> None:
+                for known, done, limit, send in (
+                    (reconciler.need, pulled, pulling, self._pull_batch),
+                    (reconciler.have, pushed, pushing, self._push_batch),
+                ):
+                    fresh = sorted(known - done)
+                    if not final:
+                        fresh = fresh[: len(fresh) - len(fresh) % TRANSFER_BATCH]
+                    done.update(fresh)
+                    for start in range(0, len(fresh), TRANSFER_BATCH):
+                        batch = fresh[start : start + TRANSFER_BATCH]
+                        transfers.start_soon(send, address, batch, limit)
+
+            completed = await self._reconcile(address, conn, reconciler, step, transfer_known)
+            if not completed:
+                self.stats.sync_failures += 1
+                return  # what was transferred already is verified and kept
+            self.stats.sync_seconds += self.clock.now() - started
+            transfer_known(final=True)
+            need, have = len(reconciler.need), len(reconciler.have)
+            if need or have:
+                log.info("sync with %s: pulling %d entries, pushing %d", address, need, have)
+
+    async def _reconcile(
+        self,
+        address: Address,
+        conn: FrameConnection,
+        reconciler: Reconciler,
+        step: Callable[..., bytes | None],
+        progress: Callable[..., None],
+    ) -> bool:
+        """Run the initiator's side of a session over `conn`; whether it completed.
+        `progress(final=False)` is called after every round."""
         rounds = 0
-        with trio.move_on_after(self.config.sync_timeout_s) as timeout:
+        with trio.move_on_after(self.config.sync_timeout_s):
             async with conn.stream:
                 try:
                     message = await trio.to_thread.run_sync(step, reconciler.initiate)
@@ -416,27 +463,18 @@ class StoreService:
                         if rounds > self.config.max_sync_rounds:
                             raise TooManyRounds(address)
                         message = await trio.to_thread.run_sync(step, reconciler.receive, payload)
+                        progress(final=False)
                     await conn.send_eof()
                 except (ProtocolError, TooManyRounds) as exc:
-                    self.stats.sync_failures += 1
                     log.info("sync with %s failed: %s", address, exc)
-                    return
+                    return False
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    self.stats.sync_failures += 1
                     log.debug("sync with %s: connection lost: %s", address, exc)
-                    return
+                    return False
                 finally:
                     self.stats.sync_rounds += rounds
                     self.stats.sync_bytes += conn.bytes_in + conn.bytes_out
-        if timeout.cancelled_caught or not reconciler.done:
-            self.stats.sync_failures += 1
-            return
-        self.stats.sync_seconds += self.clock.now() - started
-        need, have = sorted(reconciler.need), sorted(reconciler.have)
-        if need or have:
-            log.info("sync with %s: pulling %d entries, pushing %d", address, len(need), len(have))
-        await self._pull(address, need)
-        await self._push(address, have)
+        return reconciler.done
 
     async def _serve_stream(self, conn: FrameConnection, first: list[Message]) -> None:
         """A peer's store conversation: a reconciliation, a pull, or a push."""
