@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from support.daemons import DaemonProcess, node_dir, remove, short_tmpdir
+from support.daemons import DaemonProcess, node_dir
 
 from nodenet.daemon.backup import BackupError, backup
 from nodenet.daemon.state import StateStore
@@ -17,13 +15,6 @@ from nodenet.protocol.entries import decode_entry
 from nodenet.protocol.identity import verify
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    directory = short_tmpdir()
-    yield directory
-    remove(directory)
 
 
 def test_a_backup_taken_during_writes_restores_to_a_consistent_verified_store(root):

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from support.daemons import DaemonProcess, free_port, node_dir, remove, short_tmpdir, wait_until
+from support.daemons import DaemonProcess, free_port, node_dir, wait_until
 
 from nodenet.protocol.keyring import ClusterKey
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    directory = short_tmpdir()
-    yield directory
-    remove(directory)
 
 
 def nodenet(node: DaemonProcess, *args: str) -> str:

@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,6 @@ from support.daemons import (
     DaemonProcess,
     free_port,
     node_dir,
-    remove,
-    short_tmpdir,
     wait_until,
 )
 
@@ -116,14 +113,6 @@ def _rootfs() -> Path:
         )
     (ROOTFS / ".complete").write_text("built by tests/ops/test_nspawn.py\n")
     return ROOTFS
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    directory = short_tmpdir()
-    yield directory
-    if not os.environ.get("NODENET_KEEP_TEST_DIRS"):
-        remove(directory)
 
 
 def _phase(shared: Path) -> str:

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from support.daemons import DaemonProcess, free_port, node_dir, remove, short_tmpdir, wait_until
+from support.daemons import DaemonProcess, free_port, node_dir, wait_until
 
 MONITORING = Path(__file__).resolve().parents[2] / "docs" / "monitoring"
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    directory = short_tmpdir()
-    yield directory
-    remove(directory)
 
 
 def _tool(name: str) -> str:

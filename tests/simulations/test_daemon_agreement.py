@@ -13,11 +13,10 @@ from __future__ import annotations
 import re
 import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.daemons import DaemonProcess, free_port, node_dir, remove, short_tmpdir, wait_until
+from support.daemons import DaemonProcess, free_port, node_dir, wait_until
 
 from nodenet.simulations.validation import (
     AFTER_DEAD_S,
@@ -38,21 +37,6 @@ OBSERVATION_LAG_S = 0.5
 timers run on a loaded machine; the simulated range is widened by this much."""
 
 _BYTES = re.compile(r"^nodenet_transport_bytes_total\{([^}]*)\} (\S+)$", re.MULTILINE)
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    directory = short_tmpdir()
-    yield directory
-    remove(directory)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for process in started:
-        process.kill()
 
 
 def transport_bytes(node: DaemonProcess) -> dict[str, float]:

@@ -7,21 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from support.daemons import DaemonProcess, free_port, node_dir, remove, short_tmpdir
+from support.daemons import DaemonProcess, free_port, node_dir
 
 pytestmark = pytest.mark.slow
 NODENET = [sys.executable, "-m", "nodenet.cli"]
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    directory = short_tmpdir()
-    yield directory
-    remove(directory)
 
 
 def nodenet(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -10,16 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.daemons import DaemonProcess, node_dir, remove, short_tmpdir, wait_until
+from support.daemons import DaemonProcess, node_dir, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    directory = short_tmpdir()
-    yield directory
-    remove(directory)
 
 
 @pytest.fixture

@@ -11,32 +11,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.cluster import profile_bounds
-from support.daemons import DaemonProcess, free_port, node_dir, remove, short_tmpdir, wait_until
+from support.daemons import DaemonProcess, free_port, node_dir, wait_until
 
 from nodenet.protocol.config import PROFILES
 from nodenet.protocol.keyring import ClusterKey, Keyring
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    directory = short_tmpdir()
-    yield directory
-    remove(directory)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for process in started:
-        process.kill()
 
 
 def start_cluster(root: Path, processes: list[DaemonProcess], n: int) -> list[DaemonProcess]:

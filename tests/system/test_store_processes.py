@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support import nft
-from support.daemons import DaemonProcess, free_port, node_dir, remove, short_tmpdir, wait_until
+from support.daemons import DaemonProcess, free_port, node_dir, wait_until
 
 from nodenet.protocol.entries import decode_entry
 from nodenet.protocol.identity import verify
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    directory = short_tmpdir()
-    yield directory
-    remove(directory)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for process in started:
-        process.kill()
 
 
 def start_cluster(
