@@ -62,6 +62,10 @@ _CORE_COUNTERS = {
     "push_pull_failures": ("push_pull_failures", "Full state exchanges that failed."),
     "reconnect_attempts": ("reconnect_attempts", "Attempts to reach dead members or seeds."),
     "gossip_datagrams": ("gossip_datagrams", "Datagrams sent by gossip rounds."),
+    "ping_reqs_refused": (
+        "ping_reqs_refused",
+        "PING_REQs for a node this one does not believe alive: answered with a NACK, not relayed.",
+    ),
     "accusations_ignored": (
         "accusations_ignored",
         "SUSPECT/DEAD claims dropped: the accuser is not a live member, or the incarnation"

@@ -134,6 +134,8 @@ class MembershipStats:
     push_pull_failures: int = 0
     reconnect_attempts: int = 0
     gossip_datagrams: int = 0
+    ping_reqs_refused: int = 0
+    """PING_REQs for a node we do not believe live (answered with a NACK, never relayed)."""
     accusations_ignored: int = 0
     """SUSPECT and DEAD claims dropped unheard: the accuser is not a member we believe
     alive, or the incarnation is at or above `INCARNATION_CEILING`."""
@@ -598,9 +600,20 @@ class Membership:
     def _on_ping_req(self, now: float, sender: NodeId, address: Address, req: PingReq) -> None:
         if self._leaving:
             return
+        member = self._members.get(req.target)
+        if member is None or member.status not in _LIVE:
+            # We probe only members we believe live, and only at the address we know for
+            # them: a PING_REQ must not make us send to an address of the requester's
+            # choosing (a cluster-key holder could aim our PINGs anywhere). A NACK says we
+            # could not help, so the requester does not take our silence for its own
+            # slowness (Lifeguard counts missing NACKs against it).
+            self.stats.ping_reqs_refused += 1
+            if req.nack:
+                self._send(address, [Nack(seq=req.seq)])
+            return
         seq = self._next_seq()
         relay = self._relays[seq] = _Relay(address, req.seq, req.nack)
-        self._send(req.address, [Ping(seq=seq, target=req.target)])
+        self._send(member.alive.address, [Ping(seq=seq, target=req.target)])
         relay.timer = self._at(
             now + self.config.probe_timeout_s, lambda t: self._relay_expired(seq)
         )

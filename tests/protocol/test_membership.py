@@ -420,7 +420,7 @@ def test_given_a_ping_for_someone_else_then_no_answer():
 
 
 def test_given_a_ping_req_then_relay_ack_or_nack_after_the_timeout():
-    m = core()
+    m = member_in(A)
     requester = Address("127.0.0.3", 9)
     m.receive(0.0, X_ID, requester, PingReq(seq=5, target=X_ID, address=X_ADDR, nack=True))
     (relay,) = m.outputs()
@@ -434,6 +434,36 @@ def test_given_a_ping_req_then_relay_ack_or_nack_after_the_timeout():
     m.receive(1.0, X_ID, requester, PingReq(seq=6, target=X_ID, address=X_ADDR, nack=True))
     m.outputs()
     assert any(d.messages[0] == Nack(seq=6) for d in _datagrams(_run(m, 1.5)))
+
+
+def test_given_a_ping_req_naming_another_address_then_the_known_address_is_probed():
+    m = member_in(A)
+    elsewhere = Address("127.0.0.99", 4242)
+    m.receive(
+        0.0,
+        X_ID,
+        Address("127.0.0.3", 9),
+        PingReq(seq=5, target=X_ID, address=elsewhere, nack=True),
+    )
+    (relay,) = m.outputs()
+    assert relay.address == X_ADDR
+    assert isinstance(relay.messages[0], Ping)
+
+
+@pytest.mark.parametrize("status", [None, D, L])
+def test_given_a_ping_req_for_a_node_not_believed_live_then_an_immediate_nack_and_no_ping(status):
+    m = core() if status is None else member_in(status)
+    m.outputs()  # whatever building the table queued
+    requester = Address("127.0.0.3", 9)
+    m.receive(0.0, X_ID, requester, PingReq(seq=5, target=X_ID, address=X_ADDR, nack=True))
+    # (updates may ride along on the NACK)
+    assert [(d.address, d.messages[0]) for d in _datagrams(m.outputs())] == [
+        (requester, Nack(seq=5))
+    ]
+    assert m.stats.ping_reqs_refused == 1
+    # without nack, nothing at all
+    m.receive(0.0, X_ID, requester, PingReq(seq=6, target=X_ID, address=X_ADDR, nack=False))
+    assert _datagrams(m.outputs()) == []
 
 
 def test_given_piggyback_room_then_updates_ride_on_acks_within_the_datagram_limit():
