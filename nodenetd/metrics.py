@@ -172,6 +172,11 @@ def _store_metrics(store: StoreService) -> Iterator[Metric]:
     for name, value, help_text in (
         ("entries_submitted", s.submitted, "Entries written through this node's API."),
         ("entries_dropped", s.dropped_queue_full, "Gossiped entries dropped: ingest queue full."),
+        (
+            "entry_copies_skipped",
+            store.replicator.copies_skipped,
+            "Gossiped copies of entries already held here, dropped before verification.",
+        ),
         ("entries_pulled", s.pulled, "Entries fetched from peers (announcements, sync)."),
         ("entries_pushed", s.pushed, "Entries sent to peers after a sync."),
         ("sync_sessions", s.syncs, "Anti-entropy sessions started here."),

@@ -285,6 +285,7 @@ class StoreService:
             return []
         outcomes = await self.store.ingest(entries, now_ms=now_ms)
         self._count(outcomes)
+        self.replicator.held(e.id for e in entries)  # every outcome: done with these bytes
         stored = [e for e, o in zip(entries, outcomes, strict=True) if o == IngestOutcome.STORED]
         for entry in stored:
             self.hlc.observe(entry.hlc, now_ms)

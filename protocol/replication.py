@@ -26,10 +26,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from nodenet.protocol.entries import SignedEntry
+from nodenet.protocol.entries import SignedEntry, entry_id
 from nodenet.protocol.errors import LocalProtocolError
 from nodenet.protocol.identity import NodeId
 from nodenet.protocol.members import EventKind, MemberEvent, MemberStatus
@@ -94,6 +94,14 @@ class Sync:
 Output = Ingest | Lookup | Pull | Sync
 _ANY = object()  # timer payload: sync with any member (after we joined)
 
+RECENT_IDS = 8192
+"""Ids of entries recently stored or found already held: gossiped copies of them are
+dropped before verification. Every node passes an entry on 2 · retransmit_mult ·
+ceil(log10(N+1)) times (16 at N = 50), so each node receives about that many copies; without
+this, each copy cost an Ed25519 verification and a store lookup. Copies arrive within
+seconds of the first, so a window of 8,192 ids (~0.5 MiB) is ample; one that falls out of
+it is merely verified again."""
+
 
 class Replicator:
     """Decides what to send, pull and reconcile; the driver stores and transports."""
@@ -112,6 +120,10 @@ class Replicator:
         self._outputs: list[Output] = []
         self._timers: list[tuple[float, int, NodeId | object | None]] = []
         self._order = itertools.count()
+        self._recent: dict[bytes, None] = {}
+        """`RECENT_IDS` ids held here, oldest first."""
+        self.copies_skipped = 0
+        """Gossiped entries dropped unverified: already held here."""
         self._at(now + rng.uniform(0, self.config.sync_interval_s), None)
         self.gossiped = 0
         self.announced = 0
@@ -179,7 +191,18 @@ class Replicator:
 
     def submitted(self, now: float, entry: SignedEntry) -> None:
         """A local write was stored durably: push it."""
+        self.held((entry.id,))
         self._spread(entry)
+
+    def held(self, ids: Iterable[bytes]) -> None:
+        """These entries are now held here (stored, or found already stored, superseded or
+        expired): drop gossiped copies of them without asking the driver to verify them."""
+        recent = self._recent
+        for item_id in ids:
+            recent.pop(item_id, None)
+            recent[item_id] = None
+        while len(recent) > RECENT_IDS:
+            del recent[next(iter(recent))]
 
     def stored(self, now: float, entries: Sequence[SignedEntry]) -> None:
         """Entries from peers became new heads here: pass them on (the epidemic)."""
@@ -199,7 +222,10 @@ class Replicator:
     def receive(self, now: float, sender: NodeId, address: Address, message: Message) -> bool:
         """Handle a store message from a datagram; False if it is not one."""
         if isinstance(message, Entry):
-            self._outputs.append(Ingest(address, (message.entry,)))
+            if entry_id(message.entry) in self._recent:
+                self.copies_skipped += 1
+            else:
+                self._outputs.append(Ingest(address, (message.entry,)))
             return True
         if isinstance(message, EntryAnnounce):
             if message.ids:

@@ -203,6 +203,7 @@ class SimStore:
 
     def _store_from_peer(self, entries: Sequence[SignedEntry]) -> None:
         stored = self.ingest(entries)
+        self.replicator.held(e.id for e in entries)  # as the daemon does after ingest
         if stored:
             self.replicator.stored(self.sim.now, stored)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import msgpack
 import nacl.signing
@@ -255,3 +256,38 @@ async def test_resuming_events_with_an_id_from_another_run_starts_with_a_reset(p
     assert "event: reset" in lines
     reset_id = int(lines[lines.index("event: reset") - 1].removeprefix("id: "))
     assert reset_id > 5  # resuming after it continues with what the daemon holds
+
+
+async def test_gossiped_copies_of_a_held_entry_are_dropped_before_verification(pair):
+    a, b = await joined(pair)
+    from nodenet.protocol.messages import Entry
+
+    entry = create_entry(STRANGER, "copies", b"value", _now_hlc())
+    service = b.daemon.service
+    stats = a.daemon.replication.stats
+
+    async def send_copy() -> None:
+        (datagram,) = service.codec.encode_datagrams(
+            [Entry(entry=entry.encoded)], service.clock.wall_ms()
+        )
+        await service.transport.send_datagram(datagram, a.daemon.config.advertise)
+
+    await send_copy()
+
+    async def stored() -> bool:
+        return (await a.http.get("/v1/entries/copies")).status_code == 200
+
+    await eventually(stored)
+    verified = sum(stats.ingested.values()) + sum(stats.rejected.values())
+    for _ in range(4):
+        await send_copy()
+
+    async def skipped() -> bool:
+        return a.daemon.replication.replicator.copies_skipped >= 4
+
+    await eventually(skipped)
+    assert sum(stats.ingested.values()) + sum(stats.rejected.values()) == verified
+    # (b re-gossips the entry to a as well: those copies are skipped too)
+    metrics = (await a.http.get("/metrics")).text
+    (value,) = re.findall(r"^nodenet_entry_copies_skipped_total (\S+)$", metrics, re.MULTILINE)
+    assert float(value) >= 4
