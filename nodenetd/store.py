@@ -22,6 +22,7 @@ acknowledged submit is on disk (fsync) before the API answers.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -165,6 +166,11 @@ class EntryStore:
         self.tombstone_ttl_s = tombstone_ttl_s
         self.count = 0
         """Entries held, as of the last write (read it without touching LMDB)."""
+        self._writes = itertools.count(1)
+        self._count_at = 0
+        """Which write `count` is from: writes commit in order in the writer thread, but
+        the tasks awaiting them may resume in any order, and a later one must not be
+        overwritten by an earlier one's count."""
 
     # --- writes -----------------------------------------------------------------------------
 
@@ -173,21 +179,32 @@ class EntryStore:
         if not entries:
             return []
         horizon = pack_hlc(max(0, now_ms - int(self.tombstone_ttl_s * 1000)), 0)
-        (outcomes, self.count) = (
+        (outcomes, count, order) = (
             await self.state.write(
-                [Apply(lambda txn, dbs: _ingest(txn, dbs, entries, horizon), weight=len(entries))]
+                [
+                    Apply(
+                        lambda txn, dbs: (*_ingest(txn, dbs, entries, horizon), next(self._writes)),
+                        weight=len(entries),
+                    )
+                ]
             )
         )[0]
+        self._note_count(count, order)
         return list(outcomes)
+
+    def _note_count(self, count: int, order: int) -> None:
+        if order > self._count_at:
+            self.count, self._count_at = count, order
 
     async def collect_garbage(self, *, now_ms: int, limit: int = 10_000) -> int:
         """Forget tombstones older than the TTL (at most `limit` per call); how many."""
         horizon = item_key(
             pack_hlc(max(0, now_ms - int(self.tombstone_ttl_s * 1000)), 0), bytes(32)
         )
-        ((removed, self.count),) = await self.state.write(
-            [Apply(lambda txn, dbs: _collect(txn, dbs, horizon, limit))]
+        ((removed, count, order),) = await self.state.write(
+            [Apply(lambda txn, dbs: (*_collect(txn, dbs, horizon, limit), next(self._writes)))]
         )
+        self._note_count(count, order)
         return int(removed)
 
     # --- reads (blocking: run them in a worker thread) -----------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 from collections.abc import AsyncIterator
@@ -64,6 +65,20 @@ async def test_ingest_keeps_the_last_writer_per_key(store):
     assert await trio.to_thread.run_sync(store.head_sync, "k") == second.encoded
     assert await trio.to_thread.run_sync(store.count_sync) == 1
     check_index(store)
+
+
+async def test_concurrent_ingests_leave_the_count_of_the_last_commit(store):
+    # Commits happen in order in the writer thread, but the tasks awaiting them resume in
+    # any order: the count must be the newest, not whichever task resumed last.
+    for round_ in range(5):
+        async with trio.open_nursery() as nursery:
+            for i in range(40):
+                nursery.start_soon(
+                    functools.partial(
+                        store.ingest, [entry(f"r{round_}/{i}", NOW_MS + i)], now_ms=NOW_MS
+                    )
+                )
+        assert store.count == await trio.to_thread.run_sync(store.count_sync) == 40 * (round_ + 1)
 
 
 async def test_list_by_prefix_with_paging(store):
