@@ -215,6 +215,19 @@ def _stop(nodes: list[DevNode]) -> None:
             node.process.wait()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop every node gracefully. Set explicitly: a shell runs
+    background jobs with SIGINT ignored, and Python keeps an ignored SIGINT ignored, so
+    `nodenet dev … &` could not be stopped with SIGINT; and SIGTERM would end this process
+    at once, leaving its daemons (in sessions of their own) running."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def run_dev(
     count: int,
     *,
@@ -227,6 +240,7 @@ def run_dev(
     """Run the dev cluster; returns the exit status."""
     if not 1 <= count <= 64:
         raise SystemExit("nodenet dev: --nodes must be 1-64")
+    _stop_on_signals()
     root = directory or Path(tempfile.mkdtemp(prefix="nodenet-dev-"))
     nodes = _prepare(root, count, base_port, profile)
     started = time.monotonic()

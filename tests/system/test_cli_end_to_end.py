@@ -37,7 +37,9 @@ def test_peers_against_a_real_daemon_then_exit_69_once_it_stopped(root):
 
 
 def test_dev_cluster_shows_a_killed_node_die_and_come_back(root):
-    """The README tour: start a dev cluster, kill a node, see it dead, restart it, see it back."""
+    """The README tour: start a dev cluster, kill a node, see it dead, restart it, see it back.
+    Started with SIGINT ignored, as a shell starts a background job (`make demo &`): Ctrl-C
+    (SIGINT) must still stop it, with exit status 0."""
     process = subprocess.Popen(
         [
             *NODENET,
@@ -55,6 +57,7 @@ def test_dev_cluster_shows_a_killed_node_die_and_come_back(root):
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     lines: list[str] = []
 
