@@ -240,3 +240,40 @@ def leave_of(key: nacl.signing.SigningKey, incarnation: int) -> Leave:
 
 def frame_of(packet: bytes) -> bytes:
     return struct.pack(">I", len(packet)) + packet
+
+
+# --- mutation of decoded msgpack trees (the fuzzers re-sign what they mutate) -------------
+
+REPLACEMENTS = [
+    None, True, -1, 0, 2**32, 2**63, 2**64 - 1, 1.5,
+    "", "x" * 40, "k" * 300, "a\x00b", "é",
+    b"", b"\x00" * 32, b"\x00" * 33, [], {},
+]  # fmt: skip
+INSERTIONS = [0, "", "x", b"", b"y", [1], [1, 2], {"k": "v"}]
+
+
+def mutate_tree(rng: random.Random, value: object) -> object:
+    """Replace, drop, add, flip a bit in, or recurse into one part of a decoded msgpack
+    tree; bytes are truncated and integers nudged to their edges."""
+    if isinstance(value, list) and value:
+        value = list(value)
+        i = rng.randrange(len(value))
+        action = rng.randrange(5)
+        if action == 0:
+            value[i] = rng.choice(REPLACEMENTS)
+        elif action == 1:
+            del value[i]
+        elif action == 2:
+            value.insert(i, rng.choice(INSERTIONS))
+        elif action == 3 and isinstance(value[i], bytes) and value[i]:
+            data = bytearray(value[i])
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            value[i] = bytes(data)
+        else:
+            value[i] = mutate_tree(rng, value[i])
+        return value
+    if isinstance(value, bytes) and value:
+        return value[: rng.randrange(len(value))]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return rng.choice([0, 1, -1, 2**64 - 1, 2**63, value + 1])
+    return value

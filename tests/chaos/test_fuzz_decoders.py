@@ -25,6 +25,7 @@ import nacl.signing
 import pytest
 import trio
 from chaos.harness import figure, scaled
+from chaos.hostile import mutate_tree
 
 from nodenet.daemon.config import ConfigError, load_config
 from nodenet.daemon.daemon import member_blob, member_from_blob
@@ -99,48 +100,6 @@ def mutate_bytes(rng: random.Random, data: bytes) -> bytes:
             end = min(len(buf), at + rng.randrange(1, 40))
             buf[at:at] = buf[at:end]
     return bytes(buf)
-
-
-def mutate_tree(rng: random.Random, value: object) -> object:
-    if isinstance(value, list) and value:
-        value = list(value)
-        i = rng.randrange(len(value))
-        choice = rng.randrange(4)
-        if choice == 0:
-            value[i] = rng.choice(
-                [
-                    None,
-                    True,
-                    -1,
-                    0,
-                    2**64 - 1,
-                    2**63,
-                    "",
-                    "k" * 300,
-                    "a\x00b",
-                    b"",
-                    b"\x00" * 32,
-                    [],
-                    {},
-                    1.5,
-                    "é",
-                ]
-            )
-        elif choice == 1:
-            del value[i]
-        elif choice == 2:
-            value.append(rng.choice([0, "x", b"y", [1]]))
-        else:
-            value[i] = mutate_tree(rng, value[i])
-        return value
-    if isinstance(value, bytes):
-        return mutate_bytes(rng, value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return rng.choice([0, 1, 2, -1, 2**64 - 1, value ^ 1, value + (1 << 40)])
-    return value
-
-
-# --- store entries ----------------------------------------------------------------------------
 
 
 def _entries() -> list[bytes]:

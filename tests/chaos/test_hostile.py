@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import msgpack
 import pytest
 from chaos.harness import Cluster, EventRecorder, MiB, Node, figure, percentile, scaled, wait_for
-from chaos.hostile import FloodResult, Hostile, frame_header, frame_of, now_ms
+from chaos.hostile import FloodResult, Hostile, frame_header, frame_of, mutate_tree, now_ms
 
 from nodenet.protocol.entries import create_entry
 from nodenet.protocol.identity import NodeId
@@ -261,7 +261,7 @@ def _fuzz_inputs(h: Hostile, target: NodeId, rng: random.Random, count: int) -> 
     trees = [msgpack.unpackb(encode_message(m)) for m in seeds]
     out = []
     for _ in range(count):
-        messages = [mutate(rng, rng.choice(trees)) for _ in range(rng.randrange(1, 4))]
+        messages = [mutate_tree(rng, rng.choice(trees)) for _ in range(rng.randrange(1, 4))]
         if not all(_only_loopback(m) for m in messages):
             continue  # a flipped bit in an address: never ask a daemon to send off this host
         try:
@@ -287,36 +287,6 @@ def _only_loopback(value: object) -> bool:
     if isinstance(value, dict):
         return all(_only_loopback(k) and _only_loopback(v) for k, v in value.items())
     return True
-
-
-def mutate(rng: random.Random, value: object) -> object:
-    """Replace, drop, add or recurse into one part of a decoded msgpack tree."""
-    if isinstance(value, list) and value:
-        value = list(value)
-        i = rng.randrange(len(value))
-        action = rng.randrange(5)
-        if action == 0:
-            value[i] = rng.choice(
-                [None, True, -1, 2**64 - 1, 2**32, "x" * 40, b"\x00" * 33, [], {}, 1.5]
-            )
-        elif action == 1:
-            del value[i]
-        elif action == 2:
-            value.insert(i, rng.choice([0, b"", "", [1, 2], {"k": "v"}]))
-        elif action == 3 and isinstance(value[i], bytes) and value[i]:
-            data = bytearray(value[i])
-            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-            value[i] = bytes(data)
-        else:
-            value[i] = mutate(rng, value[i])
-        return value
-    if isinstance(value, bytes) and value:
-        data = bytearray(value)
-        del data[rng.randrange(len(data)) :]
-        return bytes(data)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return rng.choice([0, 1, -1, 2**64 - 1, 2**63, value + 1])
-    return value
 
 
 def test_given_fuzzed_signed_datagrams_then_the_daemon_drops_them_and_stays_healthy(
