@@ -26,7 +26,7 @@ import trio
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
@@ -125,20 +125,27 @@ class DaemonApi(Protocol):
         """Prometheus exposition text."""
 
 
-class JoinRequest(BaseModel):
+class _Body(BaseModel):
+    """A request body: values must have the types the schema says (strict: `0` is not
+    `false`, `"1"` is not `1`), so the API accepts exactly what `/openapi.json` promises."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class JoinRequest(_Body):
     """Body of `POST /v1/join`."""
 
     addresses: list[str] = Field(min_length=1, max_length=64, examples=[["127.0.0.1:7951"]])
 
 
-class TagsRequest(BaseModel):
+class TagsRequest(_Body):
     """Body of `PATCH /v1/self/tags`."""
 
     set: dict[str, str] = Field(default_factory=dict)
     delete: list[str] = Field(default_factory=list)
 
 
-class EntryRequest(BaseModel):
+class EntryRequest(_Body):
     """One entry to write: `value` (UTF-8 text) or `value_b64`; or `signed` (a pre-signed
     entry, base64); `delete` writes a tombstone."""
 
@@ -149,7 +156,7 @@ class EntryRequest(BaseModel):
     signed: str | None = Field(default=None, description="base64 of a signed entry")
 
 
-class EntriesRequest(BaseModel):
+class EntriesRequest(_Body):
     """Body of `POST /v1/entries`: one entry, or `entries` for a batch."""
 
     key: str | None = None
@@ -160,7 +167,7 @@ class EntriesRequest(BaseModel):
     entries: list[EntryRequest] | None = Field(default=None, max_length=1000)
 
 
-class KeyRequest(BaseModel):
+class KeyRequest(_Body):
     """Body of `POST /v1/keys`."""
 
     key: str = Field(description="base64 of 32 bytes, as `nodenet keys generate` prints")
