@@ -44,6 +44,8 @@ class FrameConnection:
         self._max_bytes = max_bytes
         self.key = key
         """The cluster key to seal with (the one that opened the peer's frames, if older)."""
+        self.received: Received | None = None
+        """The last frame received (its key and fallback flag tell which key the peer uses)."""
         self.sender: NodeId | None = None
         self.bytes_in = 0
         self.bytes_out = 0
@@ -89,6 +91,7 @@ class FrameConnection:
         if self.sender is not None and sender != self.sender:
             raise MalformedMessage(f"TCP stream from {self.peer} mixes two senders")
         self.sender = sender
-        if got.key != self.codec.keyring.primary:
+        self.received = got
+        if got.key != self.codec.keyring.primary and not got.envelope.fallback:
             self.key = got.key
         return list(got.envelope.messages)

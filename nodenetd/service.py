@@ -35,7 +35,7 @@ from nodenet.protocol.keyring import ClusterKey
 from nodenet.protocol.members import MemberEvent
 from nodenet.protocol.membership import Datagram, Exchange, Membership
 from nodenet.protocol.messages import Address, Message, Ping, PushPull
-from nodenet.protocol.wire import WireCodec
+from nodenet.protocol.wire import Received, WireCodec
 
 __all__ = ["Clock", "MembershipService", "ServiceLimits", "SystemClock", "TransportStats"]
 
@@ -212,7 +212,7 @@ class MembershipService:
                 self._drop(exc.reason)
                 self._log_drop(source, exc)
                 continue
-            self._note_key(source, got.key)
+            self._note_key(source, got)
             now = self.clock.now()
             for message in got.envelope.messages:
                 handled = self.core.receive(now, got.envelope.sender, source, message)
@@ -231,9 +231,14 @@ class MembershipService:
             self._last_drop_log.pop(next(iter(self._last_drop_log)))
         log.warning("refused packets from %s: %s", source, exc)
 
-    def _note_key(self, peer: Address, key: ClusterKey) -> None:
+    def _note_key(self, peer: Address, got: Received) -> None:
+        """Remember which key to answer `peer` with: the older key its packets are sealed with,
+        unless that was a fallback answer (the peer holds its own primary; so may we)."""
+        key = got.key
         if key == self.codec.keyring.primary:
             self._peer_keys.pop(peer, None)
+            return
+        if got.envelope.fallback:
             return
         if self._peer_keys.get(peer) != key:
             log.warning(
@@ -335,8 +340,8 @@ class MembershipService:
         """Account for a finished conversation."""
         self.stats.stream_bytes_in += conn.bytes_in
         self.stats.stream_bytes_out += conn.bytes_out
-        if conn.sender is not None and conn.key is not None:
-            self._note_key(conn.peer, conn.key)
+        if conn.received is not None:
+            self._note_key(conn.peer, conn.received)
 
     async def request(
         self, address: Address, messages: Sequence[Message]

@@ -7,12 +7,17 @@ ms), and one or more messages, signed by the sender and sealed with the cluster 
 
     packet    = 0x01 ‖ nonce(24) ‖ SecretBox(plaintext)        (keyring.py)
     plaintext = body ‖ signature(64)
-    body      = msgpack [major, minor, sender(32), sent_at_ms, [message, ...]]
+    body      = msgpack [major, minor, sender(32), sent_at_ms, [message, ...] (, fallback)]
     signature = Ed25519(sender, ENVELOPE_CONTEXT ‖ body)
 
 UDP carries one sealed envelope per datagram, at most `max_datagram_size` (1400) bytes,
 filled greedily with as many messages as fit, so gossip rides on probes. TCP carries
 frames: a 4-byte big-endian length, then one sealed envelope of at most `max_frame_size`.
+
+`fallback` (minor 1) is present, `true`, only when the sender sealed with a key other than its
+primary because the receiver seemed to lack the primary (a node that missed a key rotation).
+A receiver never takes such a packet as a sign that the *sender* lacks its own primary:
+otherwise two nodes could keep answering each other with the old key after both moved on.
 
 Opening checks, in order: seal (any key of the ring), msgpack and envelope structure,
 major version, sender signature, clock skew, then each message. Every failure is a
@@ -65,7 +70,7 @@ __all__ = [
 ]
 
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 0
+PROTOCOL_MINOR = 1
 FRAME_HEADER = struct.Struct(">I")
 MAX_ENVELOPE_OVERHEAD = (
     1  # array header of the body (5 fields)
@@ -75,10 +80,11 @@ MAX_ENVELOPE_OVERHEAD = (
     + 32  # sender (bin8)
     + 9  # sent_at_ms (uint64)
     + 3  # message list header (array16)
+    + 1  # fallback flag (true), only on packets sealed with a non-primary key
     + SIGNATURE_LEN
     + SEAL_OVERHEAD
 )
-"""Upper bound on what a sealed envelope adds to its encoded messages (155 bytes); the
+"""Upper bound on what a sealed envelope adds to its encoded messages (156 bytes); the
 membership core budgets piggybacked gossip with it."""
 
 
@@ -125,6 +131,8 @@ class Envelope:
     messages: tuple[Message, ...]
     skipped: int = 0
     """How many messages had a type this version does not know (sent by a newer minor)."""
+    fallback: bool = False
+    """The sender sealed this with a key other than its primary, for us (see the module doc)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,12 +172,12 @@ class WireCodec:
         """Bytes a sealed envelope adds to its messages, for one-byte list headers."""
         return len(self._body_header(now_ms, 1)) + SIGNATURE_LEN + SEAL_OVERHEAD
 
-    def _body_header(self, now_ms: int, count: int) -> bytes:
+    def _body_header(self, now_ms: int, count: int, fallback: bool = False) -> bytes:
         if not 0 <= now_ms < 2**64:
             raise LocalProtocolError(f"now_ms {now_ms} is not a uint64 millisecond timestamp")
         return b"".join(
             (
-                b"\x95",  # array of 5
+                b"\x96" if fallback else b"\x95",  # array of 6 (fallback appended) or 5
                 msgpack.packb(PROTOCOL_MAJOR),
                 msgpack.packb(PROTOCOL_MINOR),
                 self._sender_header,
@@ -179,7 +187,10 @@ class WireCodec:
         )
 
     def _seal(self, encoded: Sequence[bytes], now_ms: int, key: ClusterKey | None) -> bytes:
-        body = self._body_header(now_ms, len(encoded)) + b"".join(encoded)
+        fallback = key is not None and key != self.keyring.primary
+        body = self._body_header(now_ms, len(encoded), fallback) + b"".join(encoded)
+        if fallback:
+            body += b"\xc3"  # true
         return self.keyring.seal(body + sign(self._key, ENVELOPE_CONTEXT, body), key)
 
     def _pack_greedily(
@@ -188,7 +199,8 @@ class WireCodec:
         packets: list[bytes] = []
         batch: list[bytes] = []
         size = 0
-        fixed = len(self._body_header(now_ms, 0)) - 1 + SIGNATURE_LEN + SEAL_OVERHEAD
+        fallback = key is not None and key != self.keyring.primary
+        fixed = len(self._body_header(now_ms, 0)) - 1 + fallback + SIGNATURE_LEN + SEAL_OVERHEAD
         for message in messages:
             encoded = encode_message(message)
             if fixed + 1 + len(encoded) > limit:
@@ -285,6 +297,7 @@ class WireCodec:
             minor=minor,
             messages=tuple(messages),
             skipped=skipped,
+            fallback=len(fields) > 5 and fields[5] is True,
         )
         return Received(envelope, key, len(packet))
 

@@ -251,3 +251,38 @@ async def test_given_a_node_that_missed_a_key_rotation_then_it_can_still_rejoin(
         await wait_for(lambda: all_see(nodes, nodes, MemberStatus.ALIVE), limit_s=60)
         assert laggard.service.codec.keyring.keys == (old,)
         nursery.cancel_scope.cancel()
+
+
+async def test_given_the_laggard_then_takes_the_new_key_then_removing_the_old_one_loses_nothing(
+    autojump_clock,
+):
+    # A node answering the laggard with the old key must not make the laggard, once it uses
+    # the new key, answer back with the old one (each taking the other's fallback for "it
+    # lacks my primary"): that pair would keep sealing with the old key until it is removed,
+    # and lose the packets in flight then (probes fail, members turn SUSPECT).
+    old, new = KEY, ClusterKey(b"\x77" * 32)
+    async with trio.open_nursery() as nursery:
+        _net, nodes = await cluster(nursery, 3)
+        laggard = nodes[2]
+        laggard.kill()
+        for node in nodes[:2]:
+            node.service.codec.keyring = node.service.codec.keyring.install(new).use(new)
+        await laggard.start(nursery)
+        assert await laggard.service.join([nodes[0].address]) == [""]
+        await wait_for(lambda: all_see(nodes, nodes, MemberStatus.ALIVE), limit_s=60)
+        assert any(n.service._key_for(laggard.address) == old for n in nodes[:2])
+
+        laggard.service.codec.keyring = laggard.service.codec.keyring.install(new).use(new)
+        await wait_for(
+            lambda: all(n.service._key_for(m.address) is None for n in nodes for m in nodes),
+            limit_s=10,
+        )
+        for node in nodes:
+            node.service.codec.keyring = node.service.codec.keyring.remove(old)
+        drops = [n.service.dropped.get("undecryptable", 0) for n in nodes]
+        events = [len(n.events) for n in nodes]
+        await trio.sleep(120)
+        assert [n.service.dropped.get("undecryptable", 0) for n in nodes] == drops
+        assert [len(n.events) for n in nodes] == events  # no SUSPECT, no DEAD
+        assert all_see(nodes, nodes, MemberStatus.ALIVE)
+        nursery.cancel_scope.cancel()

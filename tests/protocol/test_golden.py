@@ -122,7 +122,7 @@ class Vector:
     fields: dict[str, Value]
     sender: str | None = None
     frame: bool = False
-    minor: int = 0
+    minor: int = PROTOCOL_MINOR
     messages: tuple[Message, ...] = ()
     skipped: int = 0
 
@@ -446,7 +446,7 @@ def derive(name: str, doc: dict[str, dict[str, str]]) -> dict[str, Value]:
         messages = _spec_messages(ctx_claim)[name]
         for i, message in enumerate(messages, 1):
             fields[f"message_{i}"] = _pack(message)
-        body = _pack([1, 0, IDS[sender], NOW_MS, messages])
+        body = _pack([1, 1, IDS[sender], NOW_MS, messages])  # §8.1: major 1, minor 1
     fields["body"] = body
     fields["signature"], sealed = _spec_seal(body, sender, nonce, ctx_env)
     fields["sealed"] = sealed

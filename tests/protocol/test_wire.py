@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.strategies import messages
 from support.wire import (
@@ -57,8 +57,8 @@ def _decode_all(receiver: WireCodec, packets: list[bytes]) -> list[Message]:
     return out
 
 
-def _fits_datagram(message: Message) -> bool:
-    return len(encode_message(message)) + codec().envelope_overhead(NOW_MS) <= 1400
+def _fits_datagram(message: Message, extra: int = 0) -> bool:
+    return len(encode_message(message)) + codec().envelope_overhead(NOW_MS) + extra <= 1400
 
 
 # --- round trips --------------------------------------------------------------------------
@@ -447,7 +447,24 @@ def test_given_a_peer_that_missed_the_rotation_when_answered_with_its_key_then_i
     opened_with = rotated.decode_datagram(request, NOW_MS).key
     assert opened_with == old
     (reply,) = rotated.encode_datagrams([Ping(seq=2, target=BOB_ID)], NOW_MS, key=opened_with)
-    assert laggard.decode_datagram(reply, NOW_MS).key == old
+    got = laggard.decode_datagram(reply, NOW_MS)
+    assert got.key == old
+    assert got.envelope.fallback  # "not my primary: sealed with this key for you"
+    assert not rotated.decode_datagram(request, NOW_MS).envelope.fallback
     (default,) = rotated.encode_datagrams([Ping(seq=3, target=BOB_ID)], NOW_MS)
     with pytest.raises(Undecryptable):
         laggard.decode_datagram(default, NOW_MS)
+
+
+@settings(max_examples=50)
+@given(st.lists(messages.filter(lambda m: _fits_datagram(m, extra=1)), min_size=1, max_size=12))
+def test_given_fallback_sealing_when_packed_then_the_flag_fits_the_datagram_limit(
+    batch: list[Message],
+):
+    old, new = CLUSTER_KEY, OTHER_KEY
+    rotated = codec(ALICE, Keyring([new, old]))
+    receiver = codec(BOB, Keyring([old]))
+    datagrams = rotated.encode_datagrams(batch, NOW_MS, key=old)
+    assert all(len(d) <= rotated.limits.max_datagram_size for d in datagrams)
+    assert all(receiver.decode_datagram(d, NOW_MS).envelope.fallback for d in datagrams)
+    assert _decode_all(receiver, datagrams) == batch
