@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 
 import nacl.signing
 
+from nodenet.protocol import digest
 from nodenet.protocol.awareness import Awareness
 from nodenet.protocol.broadcast_queue import BroadcastQueue
 from nodenet.protocol.config import PROFILES, MembershipConfig, push_pull_interval
@@ -58,6 +59,7 @@ from nodenet.protocol.messages import (
     Ping,
     PingReq,
     PushPull,
+    PushPullDigest,
     Suspect,
     Tags,
     encode_message,
@@ -69,6 +71,7 @@ from nodenet.protocol.wire import MAX_ENVELOPE_OVERHEAD
 __all__ = ["INCARNATION_CEILING", "Datagram", "Exchange", "Membership", "MembershipStats", "Output"]
 
 PUSH_PULL_CHUNK = 256  # members per PUSH_PULL message: ~200 KB, well inside a 1 MiB frame
+DIGEST_SEND_LIMIT = 64  # states sent by datagram per push-pull; the rest waits for the next
 _LIVE = (MemberStatus.ALIVE, MemberStatus.SUSPECT)
 
 INCARNATION_CEILING = 2**63
@@ -166,6 +169,8 @@ class _Relay:
 class _PendingExchange:
     kind: str  # "probe", "push_pull"
     seq: int = 0
+    address: Address | None = None
+    """Push-pull: where to send the states the responder wants (`digest.py`)."""
 
 
 _Timer = tuple[float, int, Callable[[float], None]]
@@ -368,7 +373,11 @@ class Membership:
         if pushes:
             for push in pushes:
                 self._merge(now, push)
-            return self._push_pull_messages(join=False)
+            theirs = [e for m in request if isinstance(m, PushPullDigest) for e in m.members]
+            if not theirs:  # a join, a reconnect, or a 1.0 peer: the whole table
+                return self._push_pull_messages(join=False)
+            send, wanted = digest.answer(self.states(), theirs)
+            return (*self._chunked(send, join=False), *wanted)
         pings = [m for m in request if isinstance(m, Ping)]
         if pings:
             return tuple(Ack(seq=p.seq) for p in pings if p.target == self.node_id) or (
@@ -399,6 +408,10 @@ class Membership:
             return False
         for push in pushes:
             self._merge(now, push)
+        wanted = [e for m in reply or () if isinstance(m, PushPullDigest) for e in m.members]
+        if wanted and pending.address is not None:
+            states = digest.wanted_states(self.states(), wanted, DIGEST_SEND_LIMIT)
+            self._send_states(pending.address, states)
         return True
 
     # --- API ----------------------------------------------------------------------------
@@ -944,21 +957,50 @@ class Membership:
             self._start_push_pull(now, self._rng.choice(self._seeds), join=True)
 
     def _start_push_pull(self, now: float, address: Address, *, join: bool) -> int:
+        """Full tables for a join or reconnect (the peer may know nothing of us); otherwise
+        our own state and the digest of our table (`digest.py`)."""
         self.stats.push_pulls += 1
+        request: tuple[Message, ...]
+        if join:
+            request = self._push_pull_messages(join=True)
+        else:
+            request = (PushPull(join=False, members=(MemberState(self._alive),)),)
+            request += digest.digest(self.states())
         return self._exchange(
             now,
             address,
-            self._push_pull_messages(join=join),
-            _PendingExchange("push_pull"),
+            request,
+            _PendingExchange("push_pull", address=address),
             now + self.config.tcp_timeout_s,
         )
 
     def _push_pull_messages(self, *, join: bool) -> tuple[PushPull, ...]:
-        states = self.states()
+        return self._chunked(self.states(), join=join)
+
+    @staticmethod
+    def _chunked(states: Sequence[MemberState], *, join: bool) -> tuple[PushPull, ...]:
+        """States in PUSH_PULL messages of at most `PUSH_PULL_CHUNK` (at least one message)."""
         return tuple(
             PushPull(join=join, members=tuple(states[i : i + PUSH_PULL_CHUNK]))
-            for i in range(0, len(states), PUSH_PULL_CHUNK)
+            for i in range(0, max(1, len(states)), PUSH_PULL_CHUNK)
         )
+
+    def _send_states(self, address: Address, states: Sequence[MemberState]) -> None:
+        """Send member states to `address` as PUSH_PULL datagrams, as many per datagram as
+        fit (each datagram also takes piggybacked updates in the room left)."""
+        empty = len(encode_message(PushPull(join=False, members=())))
+        room = self._datagram_budget - empty - 2  # the member list header may grow by 2
+        chunk: list[MemberState] = []
+        used = 0
+        for state in states:
+            size = len(encode_message(PushPull(join=False, members=(state,)))) - empty
+            if chunk and used + size > room:
+                self._send(address, (PushPull(join=False, members=tuple(chunk)),))
+                chunk, used = [], 0
+            chunk.append(state)
+            used += size
+        if chunk:
+            self._send(address, (PushPull(join=False, members=tuple(chunk)),))
 
     def _merge(self, now: float, push: PushPull) -> None:
         """Merge a peer's full state, with the same rules as gossip."""

@@ -54,6 +54,7 @@ __all__ = [
     "Ping",
     "PingReq",
     "PushPull",
+    "PushPullDigest",
     "Suspect",
     "Sync",
     "Tags",
@@ -86,6 +87,7 @@ class MessageType(IntEnum):
     ENTRY_REQUEST = 12
     SYNC = 13
     ERROR = 14
+    PUSH_PULL_DIGEST = 16  # 1.1
 
 
 MAX_TAGS_BYTES = 512  # encoded size; tags ride in every ALIVE, which must fit a datagram
@@ -637,6 +639,56 @@ class PushPull(Message):
 
 _STATUS: tuple[type[Claim], ...] = (Suspect, Dead, Leave)
 
+DIGEST_PREFIX_LEN = 8
+MAX_DIGEST_MEMBERS = 4096  # × ≤ 21 bytes each: ~86 KB, far inside a 1 MiB frame
+
+DigestEntry = tuple[bytes, int, int]
+"""(node id prefix, incarnation, status code): see `PushPullDigest`."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PushPullDigest(Message):
+    """A push-pull by digest (1.1): one `(prefix, incarnation, status)` per member instead
+    of its signed claims.
+
+    `prefix` is the first 8 bytes of the node id; `incarnation` the highest incarnation we
+    hold a claim at (the ALIVE's or the status claim's); `status` 1 alive, 2 suspect, 3 dead,
+    4 left, or 0 for "I know no such member" (in an answer). A request carries the sender's
+    whole table; the answer names the members whose state the responder wants (the
+    requester's is newer, or the responder lacks them), and the requester sends those as
+    PUSH_PULL datagrams. Status codes above 4 are ignored (a newer minor's)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.PUSH_PULL_DIGEST
+    members: tuple[DigestEntry, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.members, tuple) or len(self.members) > MAX_DIGEST_MEMBERS:
+            raise LocalProtocolError(f"digest must be at most {MAX_DIGEST_MEMBERS} members")
+        for entry in self.members:
+            if not (isinstance(entry, tuple) and len(entry) == 3):
+                raise LocalProtocolError("digest member must be [prefix, incarnation, status]")
+            _blob(entry[0], "digest prefix", max_len=DIGEST_PREFIX_LEN, exact=True)
+            _uint(entry[1], "digest incarnation", UINT64_MAX)
+            _uint(entry[2], "digest status", 255)
+
+    def fields_to_wire(self) -> tuple[Any, ...]:
+        return (self.members,)
+
+    @classmethod
+    def from_fields(cls, fields: tuple[Any, ...], verify: Verify) -> PushPullDigest:
+        _need(fields, 1, "PUSH_PULL_DIGEST")
+        raw = fields[0]
+        if not isinstance(raw, tuple):
+            raise LocalProtocolError("PUSH_PULL_DIGEST members must be a list")
+        if len(raw) > MAX_DIGEST_MEMBERS:
+            raise LocalProtocolError(f"digest must be at most {MAX_DIGEST_MEMBERS} members")
+        members = []
+        for item in raw:
+            if not (isinstance(item, tuple) and len(item) >= 3):
+                raise LocalProtocolError("digest member must be [prefix, incarnation, status]")
+            members.append((item[0], item[1], item[2]))
+        return cls(members=tuple(members))
+
 
 def _claim_to_wire(claim: Claim) -> tuple[Any, ...]:
     return (claim.TYPE, claim.claim, claim.signature)
@@ -766,6 +818,7 @@ MESSAGE_CLASSES: dict[int, type[Message]] = {
         EntryRequest,
         Sync,
         Error,
+        PushPullDigest,
     )
 }
 assert set(MESSAGE_CLASSES) == set(MessageType), "every message type needs a class"

@@ -30,6 +30,7 @@ from nodenet.protocol.messages import (
     Ping,
     PingReq,
     PushPull,
+    PushPullDigest,
     Suspect,
     Sync,
     encode_message,
@@ -106,6 +107,10 @@ def message_size(message: Message) -> int:
             else:
                 total += _claim(status)
         return total
+    if kind is PushPullDigest:
+        entries = message.members  # type: ignore[attr-defined]
+        # [prefix bin8, incarnation, status]: 1 + 10 + uint + 1 bytes each
+        return 2 + _array(len(entries)) + sum(12 + _uint(e[1]) for e in entries)
     if kind is EntryAnnounce or kind is EntryRequest:
         ids = message.ids  # type: ignore[attr-defined]
         return 2 + _array(len(ids)) + 34 * len(ids)

@@ -24,6 +24,7 @@ from nodenet.protocol.messages import (
     Ping,
     PingReq,
     PushPull,
+    PushPullDigest,
     Suspect,
     Sync,
     encode_message,
@@ -69,6 +70,8 @@ def messages():
         Error(code="x", message="y"),
         PushPull(join=True, members=states),
         PushPull(join=False, members=states[:10]),
+        PushPullDigest(members=tuple((bytes(8), 2**i, i % 5) for i in range(64))),
+        PushPullDigest(members=((b"\xff" * 8, 0, 0),) * 4096),
     ]
 
 
@@ -90,7 +93,7 @@ def test_given_datagrams_then_sizes_equal_sealed_size_and_the_real_codec():
 
 def test_given_tcp_messages_then_frame_count_and_bytes_equal_the_real_codec():
     codec = WireCodec(ME, Keyring([SIM_CLUSTER_KEY]))
-    big = PushPull(join=False, members=messages()[-2].members)
+    big = next(m for m in messages() if isinstance(m, PushPull) and m.join)
     batches = [
         [big] * 40,  # several frames of 1 MiB
         [Entry(entry=b"e" * 5000)] * 300,

@@ -23,6 +23,7 @@ from nodenet.protocol.messages import (
     Ping,
     PingReq,
     PushPull,
+    PushPullDigest,
     Suspect,
     Sync,
     make_tags,
@@ -107,4 +108,10 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(EntryRequest, ids=st.lists(entry_ids, max_size=8).map(tuple)),
     st.builds(Sync, payload=st.binary(max_size=300)),
     st.builds(Error, code=st.text(max_size=20), message=st.text(max_size=100)),
+    st.builds(
+        PushPullDigest,
+        members=st.lists(
+            st.tuples(st.binary(min_size=8, max_size=8), uint64, st.integers(0, 255)), max_size=8
+        ).map(tuple),
+    ),
 )

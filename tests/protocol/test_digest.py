@@ -1,0 +1,177 @@
+"""Push-pull by digest (protocol 1.1): the comparison rules, and two cores exchanging tables."""
+
+from __future__ import annotations
+
+import random
+
+import nacl.signing
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nodenet.protocol import digest
+from nodenet.protocol.identity import node_id_of
+from nodenet.protocol.members import MemberStatus
+from nodenet.protocol.membership import Datagram, Exchange, Membership
+from nodenet.protocol.messages import (
+    Ack,
+    Address,
+    Alive,
+    Dead,
+    Leave,
+    MemberState,
+    Ping,
+    PushPull,
+    PushPullDigest,
+    Suspect,
+    encode_message,
+)
+
+KEYS = [nacl.signing.SigningKey(bytes([0x40 + i]) * 32) for i in range(6)]
+ACCUSER = nacl.signing.SigningKey(b"\x3f" * 32)
+STATUS = {1: None, 2: Suspect, 3: Dead, 4: Leave}
+
+
+def state(i: int, incarnation: int, code: int, bump: int) -> MemberState:
+    """Member i's ALIVE at `incarnation`, and a status claim (`code`) `bump` above it."""
+    key = KEYS[i]
+    alive = Alive.create(key, incarnation=incarnation, address=Address("127.0.0.1", 7000 + i))
+    kind = STATUS[code]
+    if kind is None:
+        return MemberState(alive)
+    node = node_id_of(key)
+    claim = (
+        Leave.create(key, incarnation=incarnation + bump)
+        if kind is Leave
+        else kind.create(ACCUSER, node=node, incarnation=incarnation + bump)
+    )
+    return MemberState(alive, claim)
+
+
+tables = st.dictionaries(
+    st.integers(0, len(KEYS) - 1),
+    st.tuples(st.integers(0, 3), st.integers(1, 4), st.integers(0, 1)),
+)
+
+
+@given(tables, tables)
+def test_given_two_tables_then_each_side_sends_exactly_the_states_that_rank_higher(a, b):
+    ours_a = [state(i, *v) for i, v in sorted(a.items())]
+    ours_b = [state(i, *v) for i, v in sorted(b.items())]
+    rank_a = {s.alive.node: digest.rank(s) for s in ours_a}
+    rank_b = {s.alive.node: digest.rank(s) for s in ours_b}
+    request = [e for m in digest.digest(ours_a) for e in m.members]
+    send, wanted = digest.answer(ours_b, request)
+    back = digest.wanted_states(ours_a, [e for m in wanted for e in m.members], limit=100)
+
+    assert {s.alive.node for s in send} == {
+        n for n, r in rank_b.items() if n not in rank_a or rank_a[n] < r
+    }
+    assert {s.alive.node for s in back} == {
+        n for n, r in rank_a.items() if n not in rank_b or rank_b[n] < r
+    }
+
+
+def test_given_rank_then_it_orders_states_as_the_member_table_accepts_claims():
+    assert digest.rank(state(0, 3, 1, 0)) < digest.rank(state(0, 3, 2, 0))  # suspect > alive
+    assert digest.rank(state(0, 3, 2, 0)) < digest.rank(state(0, 3, 3, 0))  # dead > suspect
+    assert digest.rank(state(0, 3, 3, 0)) < digest.rank(state(0, 3, 4, 0))  # left > dead
+    assert digest.rank(state(0, 3, 3, 0)) < digest.rank(state(0, 4, 1, 0))  # refuted
+    assert digest.rank(state(0, 3, 2, 1)) == (4, 2)  # the status claim's incarnation counts
+
+
+def test_given_a_status_code_of_a_newer_minor_then_that_entry_is_left_alone():
+    ours = [state(0, 2, 1, 0)]
+    prefix = bytes(ours[0].alive.node[:8])
+    send, wanted = digest.answer(ours, [(prefix, 1, 9)])
+    assert send == []
+    assert wanted == ()
+    assert digest.wanted_states(ours, [(prefix, 1, 9)], limit=10) == []
+
+
+# --- two cores ------------------------------------------------------------------------------
+
+HERE = Address("127.0.0.1", 7950)
+THERE = Address("127.0.0.1", 7951)
+
+
+def core(key: nacl.signing.SigningKey, address: Address) -> Membership:
+    return Membership(key=key, address=address, now=0.0, rng=random.Random(3))
+
+
+def periodic_push_pull(m: Membership, until: float = 600.0) -> Exchange:
+    """Run `m`'s timers until it starts a periodic push-pull; every member ACKs its pings."""
+    while (t := m.get_timer()) is not None and t <= until:
+        m.handle_timer(t)
+        for out in m.outputs():
+            if isinstance(out, Exchange) and any(
+                isinstance(x, PushPull) and not x.join for x in out.request
+            ):
+                return out
+            for ping in (x for x in getattr(out, "messages", ()) if isinstance(x, Ping)):
+                m.receive(t, ping.target, out.address, Ack(seq=ping.seq))
+    raise AssertionError("no periodic push-pull")
+
+
+def test_given_two_cores_that_know_different_members_then_one_exchange_makes_them_agree():
+    alice, bob = core(KEYS[0], HERE), core(KEYS[1], THERE)
+    for m, other in ((alice, bob), (bob, alice)):
+        m.receive(0.0, other.node_id, other.states()[0].alive.address, other.states()[0].alive)
+    alice.receive(0.0, node_id_of(KEYS[2]), THERE, state(2, 1, 1, 0).alive)  # only alice
+    bob.receive(0.0, node_id_of(KEYS[3]), THERE, state(3, 1, 1, 0).alive)  # only bob
+    bob.receive(0.0, node_id_of(KEYS[4]), THERE, state(4, 1, 1, 0).alive)
+    alice.receive(0.0, node_id_of(KEYS[4]), THERE, state(4, 2, 1, 0).alive)  # alice's newer
+    alice.outputs(), bob.outputs(), alice.events(), bob.events()
+
+    exchange = periodic_push_pull(alice)
+    own, *digests = exchange.request
+    assert isinstance(own, PushPull)
+    assert [s.alive.node for s in own.members] == [alice.node_id]
+    assert all(isinstance(d, PushPullDigest) for d in digests)
+
+    reply = bob.answer_exchange(1.0, alice.node_id, exchange.request)
+    sent = {s.alive.node for m in reply if isinstance(m, PushPull) for s in m.members}
+    assert sent == {node_id_of(KEYS[3])}  # what alice lacks; nothing she already holds
+    assert alice.exchange_done(1.1, exchange.id, reply)
+    datagrams = [o for o in alice.outputs() if isinstance(o, Datagram)]
+    assert {d.address for d in datagrams} == {exchange.address}
+    for d in datagrams:
+        for message in d.messages:
+            bob.receive(1.2, alice.node_id, HERE, message)
+
+    def view(m: Membership) -> dict:
+        return {s.alive.node: digest.rank(s) for s in m.states()}
+
+    assert view(alice) == view(bob)
+    assert bob.member(node_id_of(KEYS[4])).incarnation == 2
+    assert alice.member(node_id_of(KEYS[3])).status is MemberStatus.ALIVE
+
+
+def test_given_tables_that_agree_then_the_exchange_is_a_tenth_of_a_full_one():
+    alice, bob = core(KEYS[0], HERE), core(KEYS[1], THERE)
+    for i in range(2, 6):
+        for m in (alice, bob):
+            m.receive(0.0, node_id_of(KEYS[i]), THERE, state(i, 1, 1, 0).alive)
+    for m, other in ((alice, bob), (bob, alice)):
+        m.receive(0.0, other.node_id, other.states()[0].alive.address, other.states()[0].alive)
+    exchange = periodic_push_pull(alice)
+    reply = bob.answer_exchange(1.0, alice.node_id, exchange.request)
+    assert [len(m.members) for m in reply] == [0]  # one empty PUSH_PULL, no digest
+    assert alice.exchange_done(1.1, exchange.id, reply)
+    assert not [o for o in alice.outputs() if isinstance(o, Datagram)]
+
+    full = bob.answer_exchange(1.0, alice.node_id, exchange.request[:1])  # as 1.0 answers
+    size = sum(len(encode_message(m)) for m in (*exchange.request, *reply))
+    full_size = sum(len(encode_message(m)) for m in (*alice._push_pull_messages(join=False), *full))
+    assert size * 4 < full_size, (size, full_size)
+
+
+def test_given_a_responder_without_digests_then_its_full_answer_is_merged():
+    alice, bob = core(KEYS[0], HERE), core(KEYS[1], THERE)
+    bob.receive(0.0, node_id_of(KEYS[3]), THERE, state(3, 1, 1, 0).alive)
+    alice.receive(0.0, bob.node_id, THERE, bob.states()[0].alive)
+    exchange = periodic_push_pull(alice)
+    legacy = [m for m in exchange.request if not isinstance(m, PushPullDigest)]  # 1.0 skips it
+    reply = bob.answer_exchange(1.0, alice.node_id, legacy)
+    assert alice.exchange_done(1.1, exchange.id, reply)
+    assert alice.member(node_id_of(KEYS[3])).status is MemberStatus.ALIVE
+    assert bob.member(alice.node_id).status is MemberStatus.ALIVE
