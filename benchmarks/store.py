@@ -5,9 +5,10 @@ Every figure is printed next to a limit measured in the same run, as a ratio (ST
 1. *Ingest*: real signed entries (4 authors, 100-byte values, ~233 bytes encoded) verified
    and committed by one node. `StoreService.ingest` runs on an in-process node (its
    membership service on a transport that goes nowhere, so its gossip queue is real),
-   driven as its own `_ingest_worker`s drive it: `verify_threads` (2) workers taking
-   batches of up to 256 from a 4096-deep queue; each batch is decoded and verified in a
-   Trio worker thread under the service's `CapacityLimiter(2)`, then committed by
+   driven by its own `StoreService.ingest_from` workers (`ingest_workers`: 4, as in the
+   daemon) taking batches of up to 256 from a 4096-deep queue, gossiping on what is new;
+   each batch is decoded and verified in a Trio worker thread under the service's
+   `CapacityLimiter(2)`, then committed by
    `EntryStore.ingest` (one `Apply` on the LMDB writer thread, fsync). Interleaved with it
    in rotating order, each keeping its best round:
    - THE LIMIT: raw PyNaCl `VerifyKey.verify` of the same signed bytes (`ENTRY_CONTEXT ‖
@@ -300,31 +301,20 @@ async def _pipeline(directory: Path, blobs: Sequence[bytes]) -> float:
         async with trio.open_nursery() as nursery:
             await nursery.start(service.run)
             await nursery.start(store.run)
-            send, receive = trio.open_memory_channel[bytes](store.config.ingest_queue)
+            send, receive = trio.open_memory_channel[tuple[Address | None, bytes]](
+                store.config.ingest_queue
+            )
 
             async def feed() -> None:
                 async with send:
                     for blob in blobs:
-                        await send.send(blob)
-
-            async def worker(mine: trio.MemoryReceiveChannel[bytes]) -> None:
-                """`StoreService._ingest_worker`, ending when its input does."""
-                async with mine:
-                    async for blob in mine:
-                        batch = [blob]
-                        while len(batch) < 256:
-                            try:
-                                batch.append(mine.receive_nowait())
-                            except (trio.WouldBlock, trio.EndOfChannel):
-                                break
-                        await store.ingest(batch)
+                        await send.send((None, blob))
 
             began = time.perf_counter()
             async with trio.open_nursery() as work:
                 work.start_soon(feed)
-                for _ in range(store.config.verify_threads):
-                    work.start_soon(worker, receive.clone())
-                await receive.aclose()
+                for _ in range(store.ingest_workers):
+                    work.start_soon(store.ingest_from, receive)
             elapsed = time.perf_counter() - began
             nursery.cancel_scope.cancel()
     finally:

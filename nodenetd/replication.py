@@ -54,6 +54,8 @@ log = logging.getLogger("nodenet.store")
 
 TRANSFER_BATCH = 256
 """Entries per pull or push conversation: at most 256 × 1 MiB stays under the stream cap."""
+INGEST_BATCH = 256
+"""Gossiped entries verified (in one thread) and committed (in one transaction) together."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,10 +143,8 @@ class StoreService:
         self.hlc.last = await trio.to_thread.run_sync(self._newest_hlc)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            # Twice as many workers as verifying threads: while one batch waits for its
-            # commit (batching window + fsync), the next is being verified.
-            for _ in range(2 * self.config.verify_threads):
-                nursery.start_soon(self._ingest_worker)
+            for _ in range(self.ingest_workers):
+                nursery.start_soon(self.ingest_from, self._ingest_out)
             nursery.start_soon(self._timer_loop)
             nursery.start_soon(self._gc_loop)
             # Membership runs first, so a peer may have spoken to us already.
@@ -256,13 +256,24 @@ class StoreService:
 
     # --- entries from peers -------------------------------------------------------------
 
-    async def _ingest_worker(self) -> None:
-        while True:
-            batch = [await self._ingest_out.receive()]
-            while len(batch) < 256:
+    @property
+    def ingest_workers(self) -> int:
+        """Tasks running `ingest_from`: twice as many as verifying threads, so that while
+        one batch waits for its commit (batching window + fsync) the next is verified."""
+        return 2 * self.config.verify_threads
+
+    async def ingest_from(
+        self, channel: trio.MemoryReceiveChannel[tuple[Address | None, bytes]]
+    ) -> None:
+        """Verify, store and gossip on entries from `channel`, in batches of up to
+        `INGEST_BATCH`, until it is closed (the daemon runs `ingest_workers` of these on
+        the queue that datagrams feed)."""
+        async for first in channel:
+            batch = [first]
+            while len(batch) < INGEST_BATCH:
                 try:
-                    batch.append(self._ingest_out.receive_nowait())
-                except trio.WouldBlock:
+                    batch.append(channel.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
                     break
             await self.ingest([blob for _, blob in batch], gossip=True)
 
