@@ -30,6 +30,7 @@ from nodenet.protocol.messages import (
     Ping,
     PingReq,
     PushPull,
+    StoreSummary,
     Suspect,
     Sync,
     encode_message,
@@ -106,6 +107,8 @@ def message_size(message: Message) -> int:
             else:
                 total += _claim(status)
         return total
+    if kind is StoreSummary:
+        return 20 + _uint(message.count)  # type: ignore[attr-defined]
     if kind is EntryAnnounce or kind is EntryRequest:
         ids = message.ids  # type: ignore[attr-defined]
         return 2 + _array(len(ids)) + 34 * len(ids)

@@ -24,6 +24,7 @@ from nodenet.protocol.messages import (
     Ping,
     PingReq,
     PushPull,
+    StoreSummary,
     Suspect,
     Sync,
     encode_message,
@@ -67,6 +68,7 @@ def messages():
         EntryRequest(ids=(entry.id,)),
         Sync(payload=b"s" * 70000),
         Error(code="x", message="y"),
+        *(StoreSummary(fingerprint=bytes(16), count=c) for c in (0, 127, 128, 70000, 2**40)),
         PushPull(join=True, members=states),
         PushPull(join=False, members=states[:10]),
     ]

@@ -23,6 +23,7 @@ from nodenet.protocol.messages import (
     Ping,
     PingReq,
     PushPull,
+    StoreSummary,
     Suspect,
     Sync,
     make_tags,
@@ -107,4 +108,9 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(EntryRequest, ids=st.lists(entry_ids, max_size=8).map(tuple)),
     st.builds(Sync, payload=st.binary(max_size=300)),
     st.builds(Error, code=st.text(max_size=20), message=st.text(max_size=100)),
+    st.builds(
+        StoreSummary,
+        fingerprint=st.binary(min_size=16, max_size=16),
+        count=st.integers(min_value=0, max_value=2**64 - 1),
+    ),
 )
