@@ -403,7 +403,7 @@ class StoreService:
         """Initiate a reconciliation with `address`, then pull and push the difference.
 
         At most one session with a peer at a time, in either direction: a join, a
-        JOINED event and the periodic timer often ask for one at nearly the same moment."""
+        JOINED event and a differing summary often ask for one at nearly the same moment."""
         if node in self._syncing:
             return
         self._syncing.add(node)
