@@ -188,6 +188,20 @@ def _store_metrics(store: StoreService) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "nodenet_sync_seconds", "Time spent in completed sessions.", value=s.sync_seconds
     )
+    yield CounterMetricFamily(
+        "nodenet_store_summaries_sent",
+        "Store summaries (whole-store fingerprints) sent, one per sync interval.",
+        value=store.replicator.summaries_sent,
+    )
+    summaries = CounterMetricFamily(
+        "nodenet_store_summaries_received",
+        "Store summaries from members by result: match, mismatch (a session started),"
+        " limited (a session with the sender started within the interval), ignored.",
+        labels=["result"],
+    )
+    for result, count in store.replicator.summaries_received.items():
+        summaries.add_metric([result], count)
+    yield summaries
     yield GaugeMetricFamily(
         "nodenet_store_entries",
         "Entries held (one head per key, deletes included).",

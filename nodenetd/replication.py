@@ -12,7 +12,10 @@ signatures in threads (Ed25519 is the cost; libsodium releases the GIL, so both 
 and hand verified entries to the store in batches; the store's writer thread decides last
 writer wins. A full queue drops gossip (anti-entropy will repair it), never local writes.
 
-Anti-entropy: for each `Sync` the replicator asks for, we open one TCP conversation and run
+Anti-entropy: every interval the replicator asks for a store summary to one member
+(`SendSummary`), and for a comparison when a member's summary arrives (`CompareSummary`);
+both need the fingerprint of the whole store, read from the LMDB summary index in a worker
+thread. For each `Sync` the replicator asks for, we open one TCP conversation and run
 `Reconciler` rounds (one frame each way per round, each round computed in a worker thread
 on one LMDB snapshot). The initiator then pulls what it lacks and pushes what the peer
 lacks; the responder only answers. Sessions are bounded in rounds, bytes and time.
@@ -40,11 +43,13 @@ from nodenet.protocol.members import MemberEvent
 from nodenet.protocol.messages import Address, Entry, EntryRequest, Error, Message, Sync
 from nodenet.protocol.reconcile import Reconciler
 from nodenet.protocol.replication import (
+    CompareSummary,
     Ingest,
     Lookup,
     Pull,
     ReplicationConfig,
     Replicator,
+    SendSummary,
 )
 from nodenet.protocol.replication import Sync as SyncOrder
 
@@ -210,7 +215,21 @@ class StoreService:
                 self._nursery.start_soon(self._pull, out.address, out.ids)
             elif isinstance(out, SyncOrder):
                 self._nursery.start_soon(self._sync, out.address, out.node)
+            elif isinstance(out, SendSummary):
+                self._nursery.start_soon(self._send_summary, out)
+            elif isinstance(out, CompareSummary):
+                self._nursery.start_soon(self._compare_summary, out)
         self._rearm.set()
+
+    async def _send_summary(self, order: SendSummary) -> None:
+        ours = await trio.to_thread.run_sync(self.store.fingerprint_sync)
+        self.replicator.send_summary(self.clock.now(), order, ours)
+        self.membership.flush()  # the datagram is the membership core's to send
+
+    async def _compare_summary(self, order: CompareSummary) -> None:
+        ours = await trio.to_thread.run_sync(self.store.fingerprint_sync)
+        self.replicator.compare_summary(self.clock.now(), order.node, order.theirs, ours)
+        self._flush()
 
     def _queue_ingest(self, source: Address | None, blob: bytes) -> None:
         try:
@@ -395,7 +414,7 @@ class StoreService:
         """Initiate a reconciliation with `address`, then pull and push the difference.
 
         At most one session with a peer at a time, in either direction: a join, a
-        JOINED event and the periodic timer often ask for one at nearly the same moment."""
+        JOINED event and a differing summary often ask for one at nearly the same moment."""
         if node in self._syncing:
             return
         self._syncing.add(node)

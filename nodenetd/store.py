@@ -34,7 +34,14 @@ import msgpack
 from nodenet.daemon.state import Apply, StateStore
 from nodenet.protocol.entries import ENTRY_ID_LEN, SignedEntry
 from nodenet.protocol.hlc import pack_hlc
-from nodenet.protocol.reconcile import INFINITY, Bound, Fingerprint, Item, fingerprint_value
+from nodenet.protocol.reconcile import (
+    INFINITY,
+    MIN_BOUND,
+    Bound,
+    Fingerprint,
+    Item,
+    fingerprint_value,
+)
 
 __all__ = ["PAGE_MAX", "EntryStore", "Head", "IngestOutcome", "LmdbItemSource", "item_key"]
 
@@ -254,6 +261,14 @@ class EntryStore:
         """Entries held (heads, tombstones included)."""
         with self.state.reader() as (txn, dbs):
             return int(txn.stat(dbs["entries"])["entries"])
+
+    def fingerprint_sync(self) -> Fingerprint:
+        """The reconciliation fingerprint of the whole store (what a STORE_SUMMARY carries),
+        from the summary index: one read of each page record, never a scan of the entries."""
+        source = LmdbItemSource()
+        with self.state.reader() as (txn, dbs):
+            source.bind(txn, dbs)
+            return source.fingerprint(MIN_BOUND, INFINITY)
 
     def digest_sync(self) -> bytes:
         """A digest of every head (key ‖ head): equal on replicas holding the same heads."""

@@ -459,6 +459,11 @@ class Membership:
             elif state.alive.node not in self._members:
                 self._add_silently(now, state)
 
+    def send(self, address: Address, messages: Sequence[Message]) -> None:
+        """Send store messages (a STORE_SUMMARY) to `address` in one datagram, filling the
+        room left with piggybacked updates."""
+        self._send(address, messages)
+
     # --- time ---------------------------------------------------------------------------
 
     def _at(self, when: float, action: Callable[[float], None]) -> int:

@@ -33,6 +33,7 @@ import nacl.signing
 
 from nodenet.protocol.errors import BadSignature, LocalProtocolError, MalformedMessage, TooLarge
 from nodenet.protocol.identity import CLAIM_CONTEXT, SIGNATURE_LEN, NodeId, node_id_of, sign
+from nodenet.protocol.reconcile import FINGERPRINT_LEN
 
 __all__ = [
     "ENTRY_ID_LEN",
@@ -55,6 +56,7 @@ __all__ = [
     "PingReq",
     "PushPull",
     "PushPullDigest",
+    "StoreSummary",
     "Suspect",
     "Sync",
     "Tags",
@@ -87,6 +89,7 @@ class MessageType(IntEnum):
     ENTRY_REQUEST = 12
     SYNC = 13
     ERROR = 14
+    STORE_SUMMARY = 15  # 1.1
     PUSH_PULL_DIGEST = 16  # 1.1
 
 
@@ -801,6 +804,28 @@ class Error(Message):
         return cls(code=fields[0], message=fields[1])
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreSummary(Message):
+    """The sender's whole store in 16 bytes: the reconciliation fingerprint of the full
+    range and its item count. A receiver whose own differs starts a SYNC session."""
+
+    TYPE: ClassVar[MessageType] = MessageType.STORE_SUMMARY
+    fingerprint: bytes
+    count: int
+
+    def __post_init__(self) -> None:
+        _blob(self.fingerprint, "fingerprint", max_len=FINGERPRINT_LEN, exact=True)
+        _uint(self.count, "count", UINT64_MAX)
+
+    def fields_to_wire(self) -> tuple[Any, ...]:
+        return (self.fingerprint, self.count)
+
+    @classmethod
+    def from_fields(cls, fields: tuple[Any, ...], verify: Verify) -> StoreSummary:
+        _need(fields, 2, "STORE_SUMMARY")
+        return cls(fingerprint=fields[0], count=fields[1])
+
+
 MESSAGE_CLASSES: dict[int, type[Message]] = {
     cls.TYPE: cls
     for cls in (
@@ -819,6 +844,7 @@ MESSAGE_CLASSES: dict[int, type[Message]] = {
         Sync,
         Error,
         PushPullDigest,
+        StoreSummary,
     )
 }
 assert set(MESSAGE_CLASSES) == set(MessageType), "every message type needs a class"

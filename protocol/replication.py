@@ -6,9 +6,15 @@ Every entry reaches every member two ways. *Eager*: a new entry (written here, o
 stored from a peer) is gossiped on the membership core's datagrams: small ones whole
 (ENTRY), large ones as an id (ENTRY_ANNOUNCE) that receivers pull over TCP from the node
 that announced it. Re-gossiping what we newly store makes this an epidemic: it reaches
-everyone in O(log N) rounds with high probability. *Anti-entropy*: every `sync_interval_s`,
-and right after a member joins or comes back (a restart, a healed partition), we reconcile
-the whole store with one member (`reconcile.py`), which repairs whatever gossip missed.
+everyone in O(log N) rounds with high probability. *Anti-entropy* repairs whatever gossip
+missed. Every `sync_interval_s` we send one random member a STORE_SUMMARY datagram: the
+fingerprint of our whole store (the full range, as `reconcile.py` computes it) and its
+count. A member whose own fingerprint differs reconciles the whole store with us
+(`reconcile.py`) over TCP; one whose matches does nothing, so agreeing stores cost one small
+datagram per member per interval instead of a TCP session. A lost summary is made up for by
+the next one. Summary-triggered sessions are limited to one per sender per
+`sync_interval_s`. Right after a member joins or comes back (a restart, a healed
+partition), and after we join, we reconcile with it directly, without asking first.
 
 Like the membership core, the replicator does no I/O; storage is the driver's. It asks for
 work as outputs and is told the results:
@@ -18,7 +24,11 @@ work as outputs and is told the results:
 * `Lookup(source, ids)`: which of these ids do we lack? report them with `missing(...)`;
 * `Pull(address, ids)`: fetch these entries from `address` (ENTRY_REQUEST over TCP), then
   ingest them;
-* `Sync(address)`: run one reconciliation session with `address`.
+* `Sync(address)`: run one reconciliation session with `address`;
+* `SendSummary(node, address)`: compute the fingerprint of the whole store, then call
+  `send_summary` with it (it goes out through the membership core);
+* `CompareSummary(node, theirs)`: a member's summary: compute ours, then call
+  `compare_summary` with both.
 """
 
 from __future__ import annotations
@@ -34,9 +44,26 @@ from nodenet.protocol.errors import LocalProtocolError
 from nodenet.protocol.identity import NodeId
 from nodenet.protocol.members import EventKind, MemberEvent, MemberStatus
 from nodenet.protocol.membership import Membership
-from nodenet.protocol.messages import MAX_IDS, Address, Entry, EntryAnnounce, Message
+from nodenet.protocol.messages import (
+    MAX_IDS,
+    Address,
+    Entry,
+    EntryAnnounce,
+    Message,
+    StoreSummary,
+)
+from nodenet.protocol.reconcile import Fingerprint
 
-__all__ = ["Ingest", "Lookup", "Pull", "ReplicationConfig", "Replicator", "Sync"]
+__all__ = [
+    "CompareSummary",
+    "Ingest",
+    "Lookup",
+    "Pull",
+    "ReplicationConfig",
+    "Replicator",
+    "SendSummary",
+    "Sync",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,7 +71,9 @@ class ReplicationConfig:
     """Timing and sizes of store replication."""
 
     sync_interval_s: float = 10.0
-    """Anti-entropy period: the bound on how long an entry gossip missed stays missing."""
+    """Anti-entropy period: each member sends one store summary per interval, and opens at
+    most one summary-triggered session per sender per interval. About the bound on how long
+    an entry gossip missed stays missing."""
     sync_after_join_s: float = 0.5
     """Delay before reconciling with a member that just joined or came back (a restart,
     a healed partition), so that a burst of joins is not a burst of sessions at once."""
@@ -91,7 +120,23 @@ class Sync:
     address: Address
 
 
-Output = Ingest | Lookup | Pull | Sync
+@dataclass(frozen=True, slots=True)
+class SendSummary:
+    """Compute the fingerprint of the whole store; call `send_summary` with it."""
+
+    node: NodeId
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class CompareSummary:
+    """`node` says its store is `theirs`: compute ours; call `compare_summary` with both."""
+
+    node: NodeId
+    theirs: Fingerprint
+
+
+Output = Ingest | Lookup | Pull | Sync | SendSummary | CompareSummary
 _ANY = object()  # timer payload: sync with any member (after we joined)
 
 RECENT_IDS = 8192
@@ -101,6 +146,13 @@ ceil(log10(N+1)) times (16 at N = 50), so each node receives about that many cop
 this, each copy cost an Ed25519 verification and a store lookup. Copies arrive within
 seconds of the first, so a window of 8,192 ids (~0.5 MiB) is ample; one that falls out of
 it is merely verified again."""
+
+
+SUMMARY_RESULTS = ("match", "mismatch", "limited", "ignored")
+"""What came of a received summary: equal to ours; different, and a session started;
+different or not looked at, because a session with its sender started less than an interval
+ago (or one of its summaries was looked at less than half an interval ago); or ignored (its
+sender is not a member we believe alive, or we are leaving)."""
 
 
 class Replicator:
@@ -125,9 +177,16 @@ class Replicator:
         self.copies_skipped = 0
         """Gossiped entries dropped unverified: already held here."""
         self._at(now + rng.uniform(0, self.config.sync_interval_s), None)
+        self._summary_seen: dict[NodeId, float] = {}
+        """When we last looked at a summary from each member (within the last interval)."""
+        self._summary_synced: dict[NodeId, float] = {}
+        """When a summary from each member last started a session (within the last interval)."""
         self.gossiped = 0
         self.announced = 0
         self.syncs = 0
+        self.summaries_sent = 0
+        self.summaries_received = dict.fromkeys(SUMMARY_RESULTS, 0)
+        """Summaries from members by what came of them (`SUMMARY_RESULTS`)."""
 
     # --- time -----------------------------------------------------------------------------
 
@@ -145,11 +204,22 @@ class Replicator:
             _, _, node = heapq.heappop(self._timers)
             if node is None:
                 self._at(now + self.config.sync_interval_s, None)
-                self._sync_with_random(now)
+                self._summarize_to_random(now)
             elif node is _ANY:
                 self._sync_with_random(now)
             else:
                 self._sync_with(node)
+
+    def _summarize_to_random(self, now: float) -> None:
+        horizon = now - self.config.sync_interval_s
+        for seen in (self._summary_seen, self._summary_synced):
+            for node in [n for n, at in seen.items() if at <= horizon]:
+                del seen[node]
+        if self.membership.leaving:
+            return
+        member = self.membership.random_alive_member(self._rng)
+        if member is not None:
+            self._outputs.append(SendSummary(member.node, member.address))
 
     def _sync_with_random(self, now: float) -> None:
         if self.membership.leaving:
@@ -231,7 +301,58 @@ class Replicator:
             if message.ids:
                 self._outputs.append(Lookup(address, message.ids))
             return True
+        if isinstance(message, StoreSummary):
+            self._summary_received(now, sender, message)
+            return True
         return False
+
+    def _summary_received(self, now: float, sender: NodeId, message: StoreSummary) -> None:
+        member = self.membership.member(sender)
+        if member is None or member.status is not MemberStatus.ALIVE or self.membership.leaving:
+            self.summaries_received["ignored"] += 1
+            return
+        # A member sends one summary per interval to a random member, so two from one sender
+        # within half an interval are a replay or a flood: each would cost a store read.
+        seen = self._summary_seen.get(sender)
+        synced = self._summary_synced.get(sender)
+        interval = self.config.sync_interval_s
+        if (seen is not None and now - seen < interval / 2) or (
+            synced is not None and now - synced < interval
+        ):
+            self.summaries_received["limited"] += 1
+            return
+        self._summary_seen[sender] = now
+        theirs = Fingerprint(value=message.fingerprint, count=message.count)
+        self._outputs.append(CompareSummary(sender, theirs))
+
+    def send_summary(self, now: float, order: SendSummary, ours: Fingerprint) -> None:
+        """The result of a `SendSummary`: send `ours`, our whole store's fingerprint."""
+        if self.membership.leaving:
+            return
+        summary = StoreSummary(fingerprint=ours.value, count=ours.count)
+        self.membership.send(order.address, (summary,))
+        self.summaries_sent += 1
+
+    def compare_summary(
+        self, now: float, node: NodeId, theirs: Fingerprint, ours: Fingerprint
+    ) -> None:
+        """The result of a `CompareSummary`: reconcile with `node` if the stores differ (at
+        most once per sender per `sync_interval_s`)."""
+        if theirs == ours:
+            self.summaries_received["match"] += 1
+            return
+        synced = self._summary_synced.get(node)
+        if synced is not None and now - synced < self.config.sync_interval_s:
+            self.summaries_received["limited"] += 1
+            return
+        member = self.membership.member(node)
+        if member is None or member.status is not MemberStatus.ALIVE or self.membership.leaving:
+            self.summaries_received["ignored"] += 1
+            return
+        self.summaries_received["mismatch"] += 1
+        self._summary_synced[node] = now
+        self.syncs += 1
+        self._outputs.append(Sync(member.node, member.address))
 
     def missing(self, now: float, source: Address, ids: Sequence[bytes]) -> None:
         """The result of a `Lookup`: pull what we lack from whoever announced it."""

@@ -247,14 +247,7 @@ class SimNode:
 
     def pump(self) -> None:
         core = self.core
-        for out in core.outputs():
-            if type(out) is Datagram:
-                payload, size = self._pack_datagram(out.messages)
-                self.bytes_sent += size
-                self.datagrams_sent += 1
-                self.network.send(self, out.address, payload, size)
-            elif isinstance(out, Exchange):
-                self.exchange(out.address, out.request, out.deadline, core, out.id)
+        self._send_outputs(core)
         events = core.events()
         if events:
             if self.on_event is not None:
@@ -264,11 +257,22 @@ class SimNode:
                 self.store.membership_events(events)
         if self.store is not None:
             self.store.flush()
+            self._send_outputs(core)  # what the store sent through the core (summaries)
         when = core.get_timer()
         if when is not None and (self._timer_at is None or when < self._timer_at):
             self._timer_at = when
             self._timer_token += 1
             self.sim.at(when, self._on_timer, self._timer_token)
+
+    def _send_outputs(self, core: Membership) -> None:
+        for out in core.outputs():
+            if type(out) is Datagram:
+                payload, size = self._pack_datagram(out.messages)
+                self.bytes_sent += size
+                self.datagrams_sent += 1
+                self.network.send(self, out.address, payload, size)
+            elif isinstance(out, Exchange):
+                self.exchange(out.address, out.request, out.deadline, core, out.id)
 
     def exchange(
         self,

@@ -31,6 +31,7 @@ from nodenet.protocol.messages import (
     PingReq,
     PushPull,
     PushPullDigest,
+    StoreSummary,
     Suspect,
     Sync,
     encode_message,
@@ -111,6 +112,8 @@ def message_size(message: Message) -> int:
         entries = message.members  # type: ignore[attr-defined]
         # [prefix bin8, incarnation, status]: 1 + 10 + uint + 1 bytes each
         return 2 + _array(len(entries)) + sum(12 + _uint(e[1]) for e in entries)
+    if kind is StoreSummary:
+        return 20 + _uint(message.count)  # type: ignore[attr-defined]
     if kind is EntryAnnounce or kind is EntryRequest:
         ids = message.ids  # type: ignore[attr-defined]
         return 2 + _array(len(ids)) + 34 * len(ids)

@@ -10,7 +10,9 @@ verifies a signature in the hot path (the daemon does; the bytes on the wire are
 
 Like the daemon: gossip (`Ingest`) is stored at once and re-gossiped when it is new;
 announced ids (`Lookup`) we lack are pulled (`Pull`: ENTRY_REQUEST over TCP, ≤ 256 ids per
-conversation); a `Sync` opens one TCP conversation and runs `Reconciler` rounds, one frame
+conversation); a summary (`SendSummary`) goes out on the membership core's next datagram
+to that member, and a member's summary (`CompareSummary`) is compared with the store's own
+fingerprint at once; a `Sync` opens one TCP conversation and runs `Reconciler` rounds, one frame
 each way per round (each leg pays the link's latency, its retransmissions and the sender's
 bandwidth), bounded in rounds and time; then the initiator pulls what it lacks and pushes
 what the peer lacks. The responder's rounds are computed on its store as it is when each
@@ -31,13 +33,21 @@ from nodenet.protocol.identity import NodeId
 from nodenet.protocol.members import MemberEvent
 from nodenet.protocol.messages import Address, Entry, EntryRequest, Message
 from nodenet.protocol.messages import Sync as SyncMessage
-from nodenet.protocol.reconcile import MemoryItemSource, Reconciler
+from nodenet.protocol.reconcile import (
+    INFINITY,
+    MIN_BOUND,
+    Fingerprint,
+    MemoryItemSource,
+    Reconciler,
+)
 from nodenet.protocol.replication import (
+    CompareSummary,
     Ingest,
     Lookup,
     Pull,
     ReplicationConfig,
     Replicator,
+    SendSummary,
 )
 from nodenet.protocol.replication import Sync as SyncOrder
 from nodenet.simulations.sizes import frames_size, message_size
@@ -161,6 +171,10 @@ class SimStore:
                 self.on_stored(self.node, stored)
         return stored
 
+    def fingerprint(self) -> Fingerprint:
+        """The fingerprint of the whole store (what a STORE_SUMMARY carries)."""
+        return self.source.fingerprint(MIN_BOUND, INFINITY)
+
     def write(self, key: str, value: bytes, *, tombstone: bool = False) -> SignedEntry:
         """A local write (`nodenet submit`): stamp, sign, store, gossip."""
         entry = create_entry(
@@ -229,6 +243,11 @@ class SimStore:
                     self._pull(out.address, list(out.ids), self.sim.now)
                 elif isinstance(out, SyncOrder):
                     self._sync(out.address)
+                elif isinstance(out, SendSummary):
+                    replicator.send_summary(self.sim.now, out, self.fingerprint())
+                elif isinstance(out, CompareSummary):
+                    ours = self.fingerprint()
+                    replicator.compare_summary(self.sim.now, out.node, out.theirs, ours)
             outputs = replicator.outputs()
         when = replicator.get_timer()
         if when is not None and (self._timer_at is None or when < self._timer_at):

@@ -66,11 +66,13 @@ from nodenet.protocol.messages import (
     Ping,
     PingReq,
     PushPull,
+    StoreSummary,
     Suspect,
     Sync,
     encode_message,
     unpack,
 )
+from nodenet.protocol.reconcile import Fingerprint
 from nodenet.protocol.wire import PROTOCOL_MAJOR, PROTOCOL_MINOR, FrameReader, WireCodec, WireLimits
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
@@ -314,6 +316,7 @@ def build_vectors() -> dict[str, Vector]:
         Sync(payload=SYNC_PAYLOAD),
         Error(code=ERROR_CODE, message=ERROR_TEXT),
     ]
+    summary = Fingerprint.of((ENTRY_ID_1, ENTRY_ID_2))
     shown_pp = {k: c[k] for k in ("alive_a", "alive_b", "leave_b")}
     return {
         "constants": _constants(),
@@ -339,6 +342,13 @@ def build_vectors() -> dict[str, Vector]:
         ),
         "forward_compat_datagram": _forward_compat(6),
         "packing": _packing(7),
+        "store_summary_datagram": _sealed(
+            8,
+            "b",
+            [StoreSummary(fingerprint=summary.value, count=summary.count)],
+            {},
+            frame=False,
+        ),
     }
 
 
@@ -395,7 +405,16 @@ def _spec_messages(claim_context: bytes) -> dict[str, list[list[object]]]:
             [13, SYNC_PAYLOAD],
             [14, ERROR_CODE, ERROR_TEXT],
         ],
+        "store_summary_datagram": [[15, _spec_fingerprint((ENTRY_ID_1, ENTRY_ID_2)), 2]],
     }
+
+
+def _spec_fingerprint(ids: Iterable[bytes]) -> bytes:
+    """§16.2: BLAKE2b-512 of (sum of the ids, little-endian, mod 2^256 ‖ count), 16 bytes."""
+    ids = list(ids)
+    total = sum(int.from_bytes(i, "little") for i in ids) % 2**256
+    data = total.to_bytes(32, "little") + len(ids).to_bytes(8, "little")
+    return hashlib.blake2b(data).digest()[:16]
 
 
 def _spec_seal(body: bytes, signer: str, nonce: bytes, ctx: bytes) -> tuple[bytes, bytes]:

@@ -42,6 +42,7 @@ from nodenet.protocol.messages import (
     MessageType,
     Ping,
     PushPull,
+    StoreSummary,
     Suspect,
     encode_message,
 )
@@ -224,6 +225,13 @@ def test_given_a_claim_whose_inner_type_differs_when_decoded_then_malformed():
         ([2, 1, b"\x00" * 32, [b"\x7f\x00\x00\x01", 9], 1], "nack must be a boolean"),
         ([11, [b"\x00" * 32] * (MAX_IDS + 1)], "at most 4096"),
         ([11, [b"\x00" * 31]], "must be 32 bytes"),
+        ([15, b"\x00" * 15, 1], "fingerprint must be 16 bytes"),
+        ([15, b"\x00" * 17, 1], "fingerprint must be 16 bytes"),
+        ([15, "x" * 16, 1], "fingerprint must be bytes"),
+        ([15, b"\x00" * 16, -1], "count must be an integer"),
+        ([15, b"\x00" * 16, 1.0], "count must be an integer"),
+        ([15, b"\x00" * 16, True], "count must be an integer"),
+        ([15, b"\x00" * 16], "STORE_SUMMARY needs 2 fields"),
         ([9, True, [[[1, b"x", b"y"], None]]], "expected a ALIVE claim, got type 1"),
         ("ping", "non-empty array"),
         ([], "non-empty array"),
@@ -310,7 +318,7 @@ def test_given_garbage_behind_a_valid_seal_when_opened_then_malformed(plaintext:
 
 
 def test_given_unknown_message_types_when_decoded_then_skipped_and_counted():
-    packet = craft([[200, "future"], [1, 7, BOB_ID], [15]])
+    packet = craft([[200, "future"], [1, 7, BOB_ID], [99]])
     envelope = codec(BOB).decode_datagram(packet, NOW_MS).envelope
     assert envelope.messages == (Ping(seq=7, target=BOB_ID),)
     assert envelope.skipped == 2
@@ -321,6 +329,12 @@ def test_given_extra_trailing_fields_when_decoded_then_ignored():
     envelope = codec(BOB).decode_datagram(packet, NOW_MS).envelope
     assert envelope.messages == (Ping(seq=7, target=BOB_ID),)
     assert envelope.minor == 3
+
+
+def test_given_a_store_summary_with_appended_fields_when_decoded_then_they_are_ignored():
+    packet = craft([[15, b"\x07" * 16, 3, "appended by a newer minor"]])
+    envelope = codec(BOB).decode_datagram(packet, NOW_MS).envelope
+    assert envelope.messages == (StoreSummary(fingerprint=b"\x07" * 16, count=3),)
 
 
 def test_given_a_claim_with_an_appended_field_when_relayed_then_it_still_verifies():

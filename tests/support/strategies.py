@@ -24,6 +24,7 @@ from nodenet.protocol.messages import (
     PingReq,
     PushPull,
     PushPullDigest,
+    StoreSummary,
     Suspect,
     Sync,
     make_tags,
@@ -113,5 +114,10 @@ messages: st.SearchStrategy[Message] = st.one_of(
         members=st.lists(
             st.tuples(st.binary(min_size=8, max_size=8), uint64, st.integers(0, 255)), max_size=8
         ).map(tuple),
+    ),
+    st.builds(
+        StoreSummary,
+        fingerprint=st.binary(min_size=16, max_size=16),
+        count=st.integers(min_value=0, max_value=2**64 - 1),
     ),
 )

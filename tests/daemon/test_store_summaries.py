@@ -1,0 +1,95 @@
+"""Periodic anti-entropy through store summaries, in two in-process daemons (real sockets
+and LMDB, so real time: a short `store.sync_interval_s`, and every wait is on a counter
+with a deadline, never a sleep for its own sake)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+from support.daemons import short_tmpdir
+from support.inprocess import Running, start
+
+from nodenet.daemon.replication import StoreService
+from nodenet.protocol.entries import create_entry
+from nodenet.protocol.hlc import pack_hlc
+
+INTERVAL_S = 0.2
+STORE = f"[store]\nsync_interval_s = {INTERVAL_S}\n"
+
+
+@pytest.fixture
+async def joined() -> AsyncIterator[tuple[Running, Running]]:
+    """Daemons "a" and "b" with a short sync interval, b joined to a."""
+    root = short_tmpdir()
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                a = await start(nursery, root, "a", extra=STORE)
+                b = await start(nursery, root, "b", extra=STORE)
+                response = await b.http.post("/v1/join", json={"addresses": [a.address]})
+                assert response.status_code == 200
+                yield a, b
+                for node in (a, b):
+                    await node.http.aclose()
+                    node.daemon.request_shutdown()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def store(node: Running) -> StoreService:
+    assert node.daemon.replication is not None
+    return node.daemon.replication
+
+
+def received(node: Running, result: str) -> int:
+    return store(node).replicator.summaries_received[result]
+
+
+async def until(check, timeout: float = 20) -> None:
+    with trio.fail_after(timeout):
+        while not check():
+            await trio.sleep(0.02)
+
+
+async def past_the_join(a: Running, b: Running) -> None:
+    """Wait out the sessions joining starts (0.5 s after it, on both sides) and any started
+    by a summary sent while writes were spreading: ten matching summaries each, ~2 s."""
+    await until(lambda: received(a, "match") >= 10 and received(b, "match") >= 10)
+
+
+async def test_given_agreeing_stores_then_summaries_flow_and_no_session_opens(joined):
+    a, b = joined
+    for node, key in ((a, "from-a"), (b, "from-b")):
+        assert (await node.http.post("/v1/entries", json={"key": key, "value": "v"})).json()
+    await until(lambda: store(a).store.count == store(b).store.count == 2)
+    await past_the_join(a, b)
+    sessions = store(a).stats.syncs + store(b).stats.syncs
+    matched = received(a, "match") + received(b, "match")
+    await until(lambda: received(a, "match") + received(b, "match") >= matched + 20)
+    assert store(a).stats.syncs + store(b).stats.syncs == sessions
+    assert received(a, "mismatch") + received(b, "mismatch") <= 2  # only while spreading
+    metrics = (await a.http.get("/metrics")).text
+    assert 'nodenet_store_summaries_received_total{result="match"}' in metrics
+    assert "nodenet_store_summaries_sent_total" in metrics
+
+
+async def test_given_an_entry_gossip_never_carried_then_a_summary_starts_the_repair(joined):
+    a, b = joined
+    await past_the_join(a, b)
+    sessions = store(a).stats.syncs + store(b).stats.syncs
+    # Stored on a without being gossiped, as if every datagram carrying it had been lost.
+    entry = create_entry(store(a)._key, "unsent", b"v", pack_hlc(int(time.time() * 1000), 0))
+    assert await store(a).store.ingest([entry], now_ms=int(time.time() * 1000)) == ["stored"]
+
+    async def on_b() -> bool:
+        return (await b.http.get("/v1/entries/unsent")).status_code == 200
+
+    with trio.fail_after(20):
+        while not await on_b():
+            await trio.sleep(0.02)
+    assert received(a, "mismatch") + received(b, "mismatch") >= 1
+    assert store(a).stats.syncs + store(b).stats.syncs > sessions
