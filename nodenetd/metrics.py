@@ -181,6 +181,11 @@ def _store_metrics(store: StoreService) -> Iterator[Metric]:
         ("entries_pushed", s.pushed, "Entries sent to peers after a sync."),
         ("sync_sessions", s.syncs, "Anti-entropy sessions started here."),
         ("sync_failures", s.sync_failures, "Anti-entropy sessions that did not complete."),
+        (
+            "sync_declined",
+            s.sync_declined,
+            "Anti-entropy sessions the peer declined: it was already reconciling with us.",
+        ),
         ("sync_rounds", s.sync_rounds, "Reconciliation round trips."),
         ("sync_bytes", s.sync_bytes, "Bytes of reconciliation messages, both ways."),
     ):

@@ -97,6 +97,9 @@ class StoreStats:
     submitted: int = 0
     syncs: int = 0
     sync_failures: int = 0
+    sync_declined: int = 0
+    """Sessions the peer declined ("busy"): it was already reconciling with us, and that
+    session covers both directions."""
     sync_rounds: int = 0
     sync_bytes: int = 0
     sync_seconds: float = 0.0
@@ -137,7 +140,10 @@ class StoreService:
         self._verify_limit = trio.CapacityLimiter(self.config.verify_threads)
         self._rearm = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self._syncing: set[NodeId] = set()
+        self._initiated: set[NodeId] = set()
+        """Peers we run a reconciliation session with, as its initiator."""
+        self._answering: set[NodeId] = set()
+        """Peers whose session with us we are answering."""
         membership.message_handler = self._on_message
         membership.stream_handler = self._serve_stream
 
@@ -414,14 +420,15 @@ class StoreService:
         """Initiate a reconciliation with `address`, then pull and push the difference.
 
         At most one session with a peer at a time, in either direction: a join, a
-        JOINED event and a differing summary often ask for one at nearly the same moment."""
-        if node in self._syncing:
+        JOINED event and a differing summary often ask for one at nearly the same moment,
+        on both sides (see `_answer_sync` for who yields)."""
+        if node in self._initiated or node in self._answering:
             return
-        self._syncing.add(node)
+        self._initiated.add(node)
         try:
             await self._sync_once(address)
         finally:
-            self._syncing.discard(node)
+            self._initiated.discard(node)
 
     async def _sync_once(self, address: Address) -> None:
         """One session. The difference is transferred while the session goes on (pulls of
@@ -457,8 +464,11 @@ class StoreService:
                         batch = fresh[start : start + TRANSFER_BATCH]
                         transfers.start_soon(send, address, batch, limit)
 
-            completed = await self._reconcile(address, conn, reconciler, step, transfer_known)
-            if not completed:
+            outcome = await self._reconcile(address, conn, reconciler, step, transfer_known)
+            if outcome == "declined":
+                self.stats.sync_declined += 1
+                return
+            if outcome != "completed":
                 self.stats.sync_failures += 1
                 return  # what was transferred already is verified and kept
             self.stats.sync_seconds += self.clock.now() - started
@@ -474,9 +484,10 @@ class StoreService:
         reconciler: Reconciler,
         step: Callable[..., bytes | None],
         progress: Callable[..., None],
-    ) -> bool:
-        """Run the initiator's side of a session over `conn`; whether it completed.
-        `progress(final=False)` is called after every round."""
+    ) -> str:
+        """Run the initiator's side of a session over `conn`: "completed", "declined" (the
+        peer is already reconciling with us) or "failed". `progress(final=False)` is called
+        after every round."""
         rounds = 0
         with trio.move_on_after(self.config.sync_timeout_s):
             async with conn.stream:
@@ -489,6 +500,8 @@ class StoreService:
                         reply = await conn.receive()
                         payload = _sync_payload(reply)
                         if payload is None:
+                            if any(isinstance(m, Error) and m.code == "busy" for m in reply or ()):
+                                return "declined"
                             break
                         rounds += 1
                         if rounds > self.config.max_sync_rounds:
@@ -498,14 +511,14 @@ class StoreService:
                     await conn.send_eof()
                 except (ProtocolError, TooManyRounds) as exc:
                     log.info("sync with %s failed: %s", address, exc)
-                    return False
+                    return "failed"
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     log.debug("sync with %s: connection lost: %s", address, exc)
-                    return False
+                    return "failed"
                 finally:
                     self.stats.sync_rounds += rounds
                     self.stats.sync_bytes += conn.bytes_in + conn.bytes_out
-        return reconciler.done
+        return "completed" if reconciler.done else "failed"
 
     async def _serve_stream(self, conn: FrameConnection, first: list[Message]) -> None:
         """A peer's store conversation: a reconciliation, a pull, or a push."""
@@ -531,14 +544,21 @@ class StoreService:
 
     async def _answer_sync(self, conn: FrameConnection, first: list[Message]) -> None:
         peer = conn.sender
-        if peer is None or peer in self._syncing:
+        # Two nodes that start a session with each other at once (both saw the other join)
+        # must not both refuse: the session of the smaller node id goes on, the other's
+        # initiator is told "busy" by the peer that yields nothing.
+        if (
+            peer is None
+            or peer in self._answering
+            or (peer in self._initiated and self.membership.core.node_id < peer)
+        ):
             await conn.send([Error(code="busy", message="already reconciling with you")])
             return
-        self._syncing.add(peer)
+        self._answering.add(peer)
         try:
             await self._answer_sync_once(conn, first)
         finally:
-            self._syncing.discard(peer)
+            self._answering.discard(peer)
 
     async def _answer_sync_once(self, conn: FrameConnection, first: list[Message]) -> None:
         reconciler, step = self._session()

@@ -93,3 +93,24 @@ async def test_given_an_entry_gossip_never_carried_then_a_summary_starts_the_rep
             await trio.sleep(0.02)
     assert received(a, "mismatch") + received(b, "mismatch") >= 1
     assert store(a).stats.syncs + store(b).stats.syncs > sessions
+
+
+async def test_given_two_nodes_start_a_session_with_each_other_at_once_then_one_goes_on(joined):
+    # As when each sees the other join: the two requests cross. Before the tie-break both
+    # answered "busy" and both sessions failed; now the smaller node id's session goes on
+    # (it covers both directions) and the other is declined, not failed.
+    a, b = joined
+    await past_the_join(a, b)
+    cores = {n: store(n).membership.core for n in (a, b)}
+    before = {n: (store(n).stats.syncs, store(n).stats.sync_declined) for n in (a, b)}
+    failures = store(a).stats.sync_failures + store(b).stats.sync_failures
+    with trio.fail_after(20):
+        async with trio.open_nursery() as both:
+            for node, peer in ((a, b), (b, a)):
+                address = cores[peer].states()[0].alive.address
+                both.start_soon(store(node)._sync, address, cores[peer].node_id)
+    smaller, larger = sorted((a, b), key=lambda n: cores[n].node_id)
+    assert store(a).stats.sync_failures + store(b).stats.sync_failures == failures
+    assert store(smaller).stats.syncs == before[smaller][0] + 1
+    assert store(smaller).stats.sync_declined == before[smaller][1]
+    assert store(larger).stats.sync_declined == before[larger][1] + 1
