@@ -229,8 +229,7 @@ class StoreService:
 
     async def _send_summary(self, order: SendSummary) -> None:
         ours = await trio.to_thread.run_sync(self.store.fingerprint_sync)
-        self.replicator.send_summary(self.clock.now(), order, ours)
-        self.membership.flush()  # the datagram is the membership core's to send
+        self.replicator.send_summary(self.clock.now(), order, ours)  # rides on the next PING
 
     async def _compare_summary(self, order: CompareSummary) -> None:
         ours = await trio.to_thread.run_sync(self.store.fingerprint_sync)

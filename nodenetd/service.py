@@ -437,10 +437,6 @@ class MembershipService:
         await self._drain_send_queue()
         return self.left.is_set()
 
-    def flush(self) -> None:
-        """Carry out what the core was asked to send from outside (the store's datagrams)."""
-        self._flush()
-
     async def _drain_send_queue(self) -> None:
         if self._send_in.statistics().current_buffer_used:
             self._sent_all = trio.Event()

@@ -232,6 +232,7 @@ class Membership:
         self._seq = rng.randrange(2**32)
         self._exchange_ids = itertools.count(1)
         self._probe: _Probe | None = None
+        self._probe_rider: Message | None = None
         self._relays: dict[int, _Relay] = {}
         self._exchanges: dict[int, _PendingExchange] = {}
         self._leaving = False
@@ -459,10 +460,10 @@ class Membership:
             elif state.alive.node not in self._members:
                 self._add_silently(now, state)
 
-    def send(self, address: Address, messages: Sequence[Message]) -> None:
-        """Send store messages (a STORE_SUMMARY) to `address` in one datagram, filling the
-        room left with piggybacked updates."""
-        self._send(address, messages)
+    def send_with_next_probe(self, message: Message) -> None:
+        """Send a store message (a STORE_SUMMARY) with our next PING: to the member we probe
+        next (each in turn), in a datagram we send anyway. A newer one replaces it."""
+        self._probe_rider = message
 
     # --- time ---------------------------------------------------------------------------
 
@@ -534,6 +535,9 @@ class Membership:
         if member.status is MemberStatus.SUSPECT and member.status_claim is not None:
             # Lifeguard buddy system: tell the suspect directly, so it can refute at once.
             messages.append(member.status_claim)
+        if self._probe_rider is not None:
+            messages.append(self._probe_rider)
+            self._probe_rider = None
         self._send(probe.address, messages)
         timeout = self._awareness.scale(self.config.probe_timeout_s)
         probe.timeout = self._at(

@@ -7,11 +7,12 @@ stored from a peer) is gossiped on the membership core's datagrams: small ones w
 (ENTRY), large ones as an id (ENTRY_ANNOUNCE) that receivers pull over TCP from the node
 that announced it. Re-gossiping what we newly store makes this an epidemic: it reaches
 everyone in O(log N) rounds with high probability. *Anti-entropy* repairs whatever gossip
-missed. Every `sync_interval_s` we send one random member a STORE_SUMMARY datagram: the
-fingerprint of our whole store (the full range, as `reconcile.py` computes it) and its
-count. A member whose own fingerprint differs reconciles the whole store with us
-(`reconcile.py`) over TCP; one whose matches does nothing, so agreeing stores cost one small
-datagram per member per interval instead of a TCP session. A lost summary is made up for by
+missed. Every `sync_interval_s` we send a STORE_SUMMARY with our next PING (so to the
+member probed next, each in turn): the fingerprint of our whole store (the full range, as
+`reconcile.py` computes it) and its count. A member whose own fingerprint differs
+reconciles the whole store with us (`reconcile.py`) over TCP; one whose matches does
+nothing, so agreeing stores cost ~21 bytes on a datagram sent anyway, per member per
+interval, instead of a TCP session. A lost summary is made up for by
 the next one. Summary-triggered sessions are limited to one per sender per
 `sync_interval_s`. Right after a member joins or comes back (a restart, a healed
 partition), and after we join, we reconcile with it directly, without asking first.
@@ -25,8 +26,8 @@ work as outputs and is told the results:
 * `Pull(address, ids)`: fetch these entries from `address` (ENTRY_REQUEST over TCP), then
   ingest them;
 * `Sync(address)`: run one reconciliation session with `address`;
-* `SendSummary(node, address)`: compute the fingerprint of the whole store, then call
-  `send_summary` with it (it goes out through the membership core);
+* `SendSummary()`: compute the fingerprint of the whole store, then call `send_summary`
+  with it (it rides on the membership core's next PING);
 * `CompareSummary(node, theirs)`: a member's summary: compute ours, then call
   `compare_summary` with both.
 """
@@ -122,10 +123,8 @@ class Sync:
 
 @dataclass(frozen=True, slots=True)
 class SendSummary:
-    """Compute the fingerprint of the whole store; call `send_summary` with it."""
-
-    node: NodeId
-    address: Address
+    """Compute the fingerprint of the whole store; call `send_summary` with it (it rides on
+    our next PING, to the member probed next)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,11 +214,9 @@ class Replicator:
         for seen in (self._summary_seen, self._summary_synced):
             for node in [n for n, at in seen.items() if at <= horizon]:
                 del seen[node]
-        if self.membership.leaving:
+        if self.membership.leaving or self.membership.cluster_size() == 1:
             return
-        member = self.membership.random_alive_member(self._rng)
-        if member is not None:
-            self._outputs.append(SendSummary(member.node, member.address))
+        self._outputs.append(SendSummary())
 
     def _sync_with_random(self, now: float) -> None:
         if self.membership.leaving:
@@ -311,7 +308,7 @@ class Replicator:
         if member is None or member.status is not MemberStatus.ALIVE or self.membership.leaving:
             self.summaries_received["ignored"] += 1
             return
-        # A member sends one summary per interval to a random member, so two from one sender
+        # A member sends one summary per interval to the member it probes, so two from one sender
         # within half an interval are a replay or a flood: each would cost a store read.
         seen = self._summary_seen.get(sender)
         synced = self._summary_synced.get(sender)
@@ -330,7 +327,7 @@ class Replicator:
         if self.membership.leaving:
             return
         summary = StoreSummary(fingerprint=ours.value, count=ours.count)
-        self.membership.send(order.address, (summary,))
+        self.membership.send_with_next_probe(summary)
         self.summaries_sent += 1
 
     def compare_summary(

@@ -257,7 +257,7 @@ class SimNode:
                 self.store.membership_events(events)
         if self.store is not None:
             self.store.flush()
-            self._send_outputs(core)  # what the store sent through the core (summaries)
+            self._send_outputs(core)  # anything the store had the core send at once
         when = core.get_timer()
         if when is not None and (self._timer_at is None or when < self._timer_at):
             self._timer_at = when

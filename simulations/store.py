@@ -10,8 +10,8 @@ verifies a signature in the hot path (the daemon does; the bytes on the wire are
 
 Like the daemon: gossip (`Ingest`) is stored at once and re-gossiped when it is new;
 announced ids (`Lookup`) we lack are pulled (`Pull`: ENTRY_REQUEST over TCP, ≤ 256 ids per
-conversation); a summary (`SendSummary`) goes out on the membership core's next datagram
-to that member, and a member's summary (`CompareSummary`) is compared with the store's own
+conversation); a summary (`SendSummary`) rides on the membership core's next PING, and a
+member's summary (`CompareSummary`) is compared with the store's own
 fingerprint at once; a `Sync` opens one TCP conversation and runs `Reconciler` rounds, one frame
 each way per round (each leg pays the link's latency, its retransmissions and the sender's
 bandwidth), bounded in rounds and time; then the initiator pulls what it lacks and pushes

@@ -11,8 +11,8 @@ import pytest
 
 from nodenet.protocol.identity import NodeId, node_id_of
 from nodenet.protocol.members import EventKind, MemberEvent
-from nodenet.protocol.membership import Datagram, Membership
-from nodenet.protocol.messages import Address, Alive, Leave, Message, StoreSummary
+from nodenet.protocol.membership import Datagram, Exchange, Membership
+from nodenet.protocol.messages import Address, Alive, Leave, Message, Ping, StoreSummary
 from nodenet.protocol.reconcile import (
     INFINITY,
     MIN_BOUND,
@@ -71,25 +71,33 @@ def summary(theirs: Fingerprint) -> StoreSummary:
 # --- the periodic tick ----------------------------------------------------------------------
 
 
-def test_given_idle_intervals_then_each_tick_asks_for_a_summary_to_a_live_member_never_a_sync():
+def test_given_idle_intervals_then_each_tick_asks_for_a_summary_never_a_sync():
     replicator = node(0, [1, 2, 3])
     out = run_until(replicator, 10 * INTERVAL)
-    assert len(out) == 10
-    assert all(isinstance(o, SendSummary) for o in out)
-    assert {o.node for o in out} <= set(IDS[1:])
-    assert all(o.address == ADDRESSES[IDS.index(o.node)] for o in out)
+    assert out == [SendSummary()] * 10
     assert replicator.syncs == 0
 
 
-def test_given_a_summary_order_when_sent_then_one_datagram_to_that_member_carries_it():
-    replicator = node(0, [1])
+def test_given_we_are_alone_then_no_summary_is_asked_for():
+    assert run_until(node(0, []), 5 * INTERVAL) == []
+
+
+def test_given_a_summary_when_sent_then_it_rides_on_the_next_ping_and_costs_no_datagram():
+    replicator = node(0, [1, 2])
+    core = replicator.membership
     (order,) = run_until(replicator, INTERVAL)
+    core.outputs()
     replicator.send_summary(INTERVAL, order, SAME)
-    datagrams = [o for o in replicator.membership.outputs() if isinstance(o, Datagram)]
-    assert len(datagrams) == 1
-    assert datagrams[0].address == ADDRESSES[1]
-    assert datagrams[0].messages[0] == StoreSummary(fingerprint=SAME.value, count=2)
+    assert core.outputs() == []  # nothing of its own
     assert replicator.summaries_sent == 1
+    while True:
+        core.handle_timer(core.get_timer())
+        pings = [o for o in core.outputs() if any(isinstance(m, Ping) for m in o.messages)]
+        if pings:
+            break
+    (ping,) = pings
+    assert ping.address in ADDRESSES[1:]
+    assert StoreSummary(fingerprint=SAME.value, count=2) in ping.messages
 
 
 def test_given_we_are_leaving_then_no_summary_is_asked_for_or_sent():
@@ -97,7 +105,7 @@ def test_given_we_are_leaving_then_no_summary_is_asked_for_or_sent():
     replicator.membership.leave(0.0)
     assert run_until(replicator, 5 * INTERVAL) == []
     replicator.membership.outputs()
-    replicator.send_summary(1.0, SendSummary(IDS[1], ADDRESSES[1]), SAME)
+    replicator.send_summary(1.0, SendSummary(), SAME)
     assert not [
         m
         for o in replicator.membership.outputs()
@@ -196,8 +204,9 @@ def test_given_a_member_joined_or_we_joined_then_a_sync_soon_as_before():
 
 
 class Mesh:
-    """Replicators whose summary datagrams are delivered (or dropped) to each other, and
-    whose sessions run the real `Reconciler` between their in-memory stores."""
+    """Nodes whose datagrams (probes, ACKs, and the summaries riding on PINGs) and push-pulls
+    are delivered to each other at once (summaries may be dropped), and whose sessions run the
+    real `Reconciler` between their in-memory stores."""
 
     def __init__(self, stores: list[set[tuple[int, bytes]]], *, seed: int, loss: float = 0.0):
         n = len(stores)
@@ -214,11 +223,20 @@ class Mesh:
 
     def run(self, until: float) -> None:
         while True:
-            due = [(r.get_timer(), i) for i, r in enumerate(self.replicators)]
-            when, i = min((t, i) for t, i in due if t is not None)
+            due = [
+                (t, i)
+                for i, r in enumerate(self.replicators)
+                for t in (r.get_timer(), r.membership.get_timer())
+                if t is not None
+            ]
+            when, i = min(due)
             if when > until:
                 return
-            self.replicators[i].handle_timer(when)
+            replicator = self.replicators[i]
+            if (t := replicator.get_timer()) is not None and t <= when:
+                replicator.handle_timer(when)
+            if (t := replicator.membership.get_timer()) is not None and t <= when:
+                replicator.membership.handle_timer(when)
             self._drive(when, i)
 
     def _drive(self, now: float, i: int) -> None:
@@ -226,7 +244,6 @@ class Mesh:
         for out in replicator.outputs():
             if isinstance(out, SendSummary):
                 replicator.send_summary(now, out, self.fingerprint(i))
-                self._deliver(now, i)
             elif isinstance(out, CompareSummary):
                 replicator.compare_summary(now, out.node, out.theirs, self.fingerprint(i))
                 self._drive(now, i)
@@ -234,18 +251,20 @@ class Mesh:
                 self._session(i, ADDRESSES.index(out.address))
             else:
                 raise AssertionError(f"unexpected output {out}")
-
-    def _deliver(self, now: float, i: int) -> None:
-        for datagram in self.replicators[i].membership.outputs():
-            assert isinstance(datagram, Datagram)
-            target = ADDRESSES.index(datagram.address)
-            if self.rng.random() < self.loss:
-                self.summaries_lost += 1
+        for out in replicator.membership.outputs():
+            target = ADDRESSES.index(out.address)
+            peer = self.replicators[target]
+            if isinstance(out, Exchange):
+                reply = peer.membership.answer_exchange(now, IDS[i], out.request)
+                replicator.membership.exchange_done(now, out.id, reply)
                 continue
             message: Message
-            for message in datagram.messages:
-                if self.replicators[target].receive(now, IDS[i], ADDRESSES[i], message):
-                    self._drive(now, target)
+            for message in out.messages:
+                if isinstance(message, StoreSummary) and self.rng.random() < self.loss:
+                    self.summaries_lost += 1
+                elif not peer.membership.receive(now, IDS[i], ADDRESSES[i], message):
+                    peer.receive(now, IDS[i], ADDRESSES[i], message)
+            self._drive(now, target)
 
     def _session(self, initiator: int, responder: int) -> None:
         self.sessions += 1
