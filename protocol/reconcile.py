@@ -31,7 +31,9 @@ fingerprint comes from an index, never from a scan. Equal fingerprints mean equa
   partition or a restart.
 - ID_LIST: the peer's complete list of ids in the range. We know both sides there, so we
   resolve it: record the differences and answer RESOLVED with the ids we hold that the peer
-  lacks and the ids of its list we lack (or nothing, if there is no difference).
+  lacks and the ids of its list we lack (or nothing, if there is no difference). An empty
+  list for a range where we hold more than a frame's worth (a new replica) is resolved up
+  to as many ids as fit, the rest of the range going back as one FINGERPRINT.
 - RESOLVED: the peer resolved a range we listed; record what it says. Never answered.
 
 Both sides run the same code; the only asymmetry is who calls `initiate` (which answers the
@@ -973,6 +975,23 @@ class Reconciler:
             if reply.add(lower, [(upper, Mode.RESOLVED, body, len(have) + len(lack))]):
                 self._have.update(have)
                 self._need.update(lack)
+                return True
+        elif not theirs and room:
+            # The peer holds nothing here (a replica far behind, or a new one): resolve as
+            # many of our ids as fit and carry the rest of the range as one fingerprint, which
+            # the peer answers with another empty list. Each round trip then moves a full
+            # frame of ids and costs us one read and one fingerprint, instead of splitting
+            # the range and resolving a part of it per round.
+            sent = ours[:room]
+            cut = Bound.between(sent[-1], ours[room])
+            have = [item_id for _, item_id in sent]
+            rest = self._source.fingerprint(cut, upper)
+            parts = [
+                (cut, Mode.RESOLVED, _id_list(have) + _EMPTY_LIST, len(have)),
+                (upper, Mode.FINGERPRINT, rest.value, 0),
+            ]
+            if reply.add(lower, parts):
+                self._have.update(have)
                 return True
         if not reply.empty:
             return False

@@ -195,12 +195,16 @@ def test_given_newest_items_on_one_side_then_the_tail_probe_finds_them_at_once(n
     assert sum(map(len, result.messages)) < 2 * 50 * 32
 
 
-def test_given_a_peer_with_everything_then_a_new_node_gets_all_ids_across_frames():
+def test_given_a_peer_with_everything_then_a_new_node_gets_all_ids_a_full_frame_per_round():
     items = make_items(random.Random(3), 3000, 10**9)
     result = session(MemoryItemSource(), MemoryItemSource(items), frame_limit=MIN_FRAME_LIMIT)
     check_exact(result, set(), ids(items))
     check_messages(result, MIN_FRAME_LIMIT)
-    assert result.responder.statistics().continuations > 0
+    # The new node lists nothing, so the holder answers each empty list with a frame of ids
+    # and a fingerprint of the rest: round trips stay near the floor of ids / frame (splitting
+    # the range and resolving one part per round took ~2 × as many).
+    floor = math.ceil(len(items) * 32 / MIN_FRAME_LIMIT)
+    assert result.responder.statistics().rounds <= floor + 2
 
 
 def test_given_one_set_reconciled_with_many_peers_then_each_session_is_independent():
@@ -541,13 +545,35 @@ def test_statistics_count_rounds_messages_and_bytes_on_both_sides():
 
 
 def test_given_an_id_list_that_cannot_be_answered_in_one_frame_then_we_split_instead():
-    items = make_items(random.Random(11), 5000, 10**9)
+    rng = random.Random(11)
+    items = make_items(rng, 5000, 10**9)
     ours = Reconciler(MemoryItemSource(items), frame_limit=MIN_FRAME_LIMIT)
-    everything = encode_payload(ReconcileMessage(ranges=(IdListRange(upper=INFINITY, ids=()),)))
+    listed = tuple(sorted(rng.randbytes(32) for _ in range(3)))
+    everything = encode_payload(ReconcileMessage(ranges=(IdListRange(upper=INFINITY, ids=listed),)))
     reply = decode_payload(ours.receive(everything) or b"")
     assert len(encode_payload(reply)) <= MIN_FRAME_LIMIT
     assert all(isinstance(r, FingerprintRange | IdListRange) for r in reply.ranges)
     assert ours.have == set()  # nothing resolved yet: it will be, part by part
+
+
+def test_given_an_empty_id_list_too_long_to_answer_then_a_frame_of_ids_and_a_fingerprint():
+    items = sorted(make_items(random.Random(13), 5000, 10**9))
+    ours = Reconciler(MemoryItemSource(items), frame_limit=MIN_FRAME_LIMIT)
+    nothing = encode_payload(ReconcileMessage(ranges=(IdListRange(upper=INFINITY, ids=()),)))
+    raw = ours.receive(nothing) or b""
+    assert len(raw) <= MIN_FRAME_LIMIT
+    resolved, rest = decode_payload(raw).ranges
+    assert isinstance(resolved, ResolvedRange)
+    assert isinstance(rest, FingerprintRange)
+    assert rest.upper == INFINITY
+    sent = [item_id for _, item_id in items[: len(resolved.have)]]
+    assert list(resolved.have) == sent  # the first ids in order, as many as fit
+    assert len(sent) * 32 > MIN_FRAME_LIMIT - 512
+    assert ours.have == set(sent)
+    assert (
+        rest.fingerprint
+        == MemoryItemSource(items[len(sent) :]).fingerprint(MIN_BOUND, INFINITY).value
+    )
 
 
 def test_given_the_most_ranges_a_message_may_hold_then_the_reply_stays_within_the_frame():
