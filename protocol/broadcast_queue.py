@@ -61,10 +61,14 @@ class BroadcastQueue:
             self._by_key[key] = item
         if len(self._items) > self._max:
             # Drop what has been sent most (and, among those, the oldest): it has spread most.
-            self._remove(self._items[-1])
+            # It is the last item: pop it, rather than `remove`, which would scan them all.
+            self._forget(self._items.pop())
 
     def _remove(self, item: _Item) -> None:
         self._items.remove(item)
+        self._forget(item)
+
+    def _forget(self, item: _Item) -> None:
         if item.key is not None and self._by_key.get(item.key) is item:
             del self._by_key[item.key]
 
