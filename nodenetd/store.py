@@ -122,26 +122,49 @@ def _pack_summary(count: int, total: int) -> bytes:
     return count.to_bytes(4, "little") + (total % MOD).to_bytes(32, "little")
 
 
-def _summary_change(txn: lmdb.Transaction[bytes], dbs: Dbs, key: bytes, delta: int) -> None:
-    """Add (delta=+1) or remove (delta=-1) the item `key` in its page's summary."""
+def _page_of(cursor: lmdb.Cursor[bytes], key: bytes) -> tuple[bytes, bytes | None]:
+    """`(start, end)` of the page holding `key` (`end` None: the last page). With no page at
+    or below `key`, the page is the one starting at MIN_KEY (created when first written)."""
+    if not cursor.set_range(key):
+        return (cursor.key() if cursor.last() else MIN_KEY), None
+    if cursor.key() == key:
+        return key, (cursor.key() if cursor.next() else None)
+    above = cursor.key()
+    return (cursor.key() if cursor.prev() else MIN_KEY), above
+
+
+def _summary_changes(
+    txn: lmdb.Transaction[bytes], dbs: Dbs, changes: list[tuple[bytes, int]]
+) -> None:
+    """Apply a transaction's item additions (+1) and removals (-1) to the page summaries:
+    one lookup per run of keys in the same page, one read and one write per page touched.
+    Call it after the `entries` database holds the transaction's items (a page that grows
+    past PAGE_MAX is split from them)."""
     db = dbs["summary"]
-    start = _summary_floor(txn, db, key)
-    if start is None:
-        start = MIN_KEY
-        count, total = 0, 0
-    else:
+    deltas: dict[bytes, list[int]] = {}
+    with txn.cursor(db) as cursor:
+        start: bytes | None = None
+        end: bytes | None = None
+        for key, delta in sorted(changes):
+            if start is None or key < start or (end is not None and key >= end):
+                start, end = _page_of(cursor, key)
+            change = deltas.setdefault(start, [0, 0])
+            change[0] += delta
+            change[1] += delta * int.from_bytes(key[8:], "little")
+    for start, (count_delta, total_delta) in deltas.items():
         count, total = _unpack_summary(txn.get(start, db=db) or b"")
-    count += delta
-    total += delta * int.from_bytes(key[8:], "little")
-    if count == 0 and start != MIN_KEY:
-        txn.delete(start, db=db)
-        return
-    txn.put(start, _pack_summary(count, total), db=db)
-    if count > PAGE_MAX:
-        _split_page(txn, dbs, start)
+        count += count_delta
+        if count == 0 and start != MIN_KEY:
+            txn.delete(start, db=db)
+            continue
+        txn.put(start, _pack_summary(count, total + total_delta), db=db)
+        if count > PAGE_MAX:
+            _split_page(txn, dbs, start)
 
 
 def _split_page(txn: lmdb.Transaction[bytes], dbs: Dbs, start: bytes) -> None:
+    """Split the page at `start` in two halves, or, if it holds more than two pages' worth
+    (a large batch landed in it), in pages of PAGE_MAX / 2."""
     keys = []
     with txn.cursor(dbs["summary"]) as pages:
         end = pages.key() if pages.set_range(start) and pages.next() else None
@@ -151,18 +174,14 @@ def _split_page(txn: lmdb.Transaction[bytes], dbs: Dbs, start: bytes) -> None:
                 if end is not None and key >= end:
                     break
                 keys.append(key)
-    middle = len(keys) // 2
-    lower, upper = keys[:middle], keys[middle:]
-    txn.put(
-        start,
-        _pack_summary(len(lower), sum(int.from_bytes(k[8:], "little") for k in lower)),
-        db=dbs["summary"],
-    )
-    txn.put(
-        upper[0],
-        _pack_summary(len(upper), sum(int.from_bytes(k[8:], "little") for k in upper)),
-        db=dbs["summary"],
-    )
+    size = (len(keys) + 1) // 2 if len(keys) <= 2 * PAGE_MAX else PAGE_MAX // 2
+    for at in range(0, len(keys), size):
+        part = keys[at : at + size]
+        txn.put(
+            start if at == 0 else part[0],
+            _pack_summary(len(part), sum(int.from_bytes(k[8:], "little") for k in part)),
+            db=dbs["summary"],
+        )
 
 
 class EntryStore:
@@ -283,6 +302,7 @@ def _ingest(
     txn: lmdb.Transaction[bytes], dbs: Dbs, entries: Sequence[SignedEntry], horizon: int
 ) -> tuple[list[str], int]:
     outcomes = []
+    changes: list[tuple[bytes, int]] = []
     for entry in entries:
         key = entry.key.encode("utf-8")
         new_head = Head(entry.hlc, entry.author, entry.id)
@@ -301,20 +321,22 @@ def _ingest(
             txn.delete(old.item, db=dbs["entries"])
             txn.delete(old.item, db=dbs["tombstones"])
             txn.delete(old.id, db=dbs["ids"])
-            _summary_change(txn, dbs, old.item, -1)
+            changes.append((old.item, -1))
         txn.put(key, new_head.pack(), db=dbs["heads"])
         txn.put(new_head.item, entry.encoded, db=dbs["entries"])
         txn.put(entry.id, entry.hlc.to_bytes(8, "big"), db=dbs["ids"])
         if entry.tombstone:
             txn.put(new_head.item, b"", db=dbs["tombstones"])
-        _summary_change(txn, dbs, new_head.item, +1)
+        changes.append((new_head.item, +1))
         outcomes.append(IngestOutcome.STORED)
+    _summary_changes(txn, dbs, changes)
     return outcomes, int(txn.stat(dbs["entries"])["entries"])
 
 
 def _collect(txn: lmdb.Transaction[bytes], dbs: Dbs, horizon: bytes, limit: int) -> tuple[int, int]:
     """Remove tombstone heads older than `horizon` (an item key)."""
     expired: list[bytes] = []
+    changes: list[tuple[bytes, int]] = []
     with txn.cursor(dbs["tombstones"]) as cursor:
         for item in cursor.iternext(keys=True, values=False):
             if item >= horizon or len(expired) >= limit:
@@ -332,7 +354,8 @@ def _collect(txn: lmdb.Transaction[bytes], dbs: Dbs, horizon: bytes, limit: int)
             txn.delete(key, db=dbs["heads"])
         txn.delete(item, db=dbs["entries"])
         txn.delete(item[8:], db=dbs["ids"])
-        _summary_change(txn, dbs, item, -1)
+        changes.append((item, -1))
+    _summary_changes(txn, dbs, changes)
     return len(expired), int(txn.stat(dbs["entries"])["entries"])
 
 

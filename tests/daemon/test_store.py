@@ -124,6 +124,18 @@ async def test_the_summary_index_stays_exact_through_splits_and_removals(store):
     assert pages > 1  # it did split
 
 
+async def test_a_batch_larger_than_several_pages_in_one_transaction_is_split_exactly(store):
+    # The summaries of a transaction are applied page by page after its items are stored:
+    # 1,000 new items in one empty page must become pages of at most PAGE_MAX.
+    rng = random.Random(12)
+    writes = [entry(f"b{i}", NOW_MS + rng.randrange(10_000)) for i in range(1000)]
+    await store.ingest(writes, now_ms=NOW_MS)
+    assert check_index(store) >= 1000 // PAGE_MAX
+    replaced = [entry(f"b{i}", NOW_MS + 20_000 + i) for i in range(0, 1000, 3)]  # removals too
+    await store.ingest(replaced, now_ms=NOW_MS)
+    check_index(store)
+
+
 async def test_tombstones_expire_after_the_ttl_everywhere(store):
     old = NOW_MS - 8 * DAY_MS
     await store.ingest(
