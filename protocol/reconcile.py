@@ -28,7 +28,8 @@ fingerprint comes from an index, never from a scan. Equal fingerprints mean equa
   FINGERPRINT per part (an ID_LIST for a part we hold nothing in), plus the *tail probe*:
   an empty ID_LIST for the stretch after our last item. Whatever the peer holds that is
   newer than all we hold is then settled at once, which is the common case after a
-  partition or a restart.
+  partition or a restart. The *head probe* does the same for the stretch before our first
+  item (a new replica that got the newest entries by gossip while it joined).
 - ID_LIST: the peer's complete list of ids in the range. We know both sides there, so we
   resolve it: record the differences and answer RESOLVED with the ids we hold that the peer
   lacks and the ids of its list we lack (or nothing, if there is no difference). An empty
@@ -939,6 +940,10 @@ class Reconciler:
             raise LocalProtocolError(
                 f"ItemSource.split returned no increasing bounds inside a range of {count} items"
             )
+        oldest = source.items(lower, upper, 1)
+        head = Bound(oldest[0][0]) if oldest else None
+        if head is not None and lower < head < edges[1]:
+            edges.insert(1, head)  # [lower, head) holds nothing of ours: probe it likewise
         newest = source.last(lower, upper)
         tail = None if newest is None or newest[0] == HLC_MAX else Bound(newest[0] + 1)
         if tail is not None and bounds[-1] < tail < upper:

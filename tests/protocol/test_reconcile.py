@@ -207,6 +207,18 @@ def test_given_a_peer_with_everything_then_a_new_node_gets_all_ids_a_full_frame_
     assert result.responder.statistics().rounds <= floor + 2
 
 
+def test_given_a_new_node_that_already_got_the_newest_by_gossip_then_still_a_frame_per_round():
+    # The head probe: the new node splits by its own items, all at the end of the order, so
+    # without an empty list for the stretch before its first item every frame cost two rounds.
+    items = sorted(make_items(random.Random(5), 3000, 10**9))
+    result = session(
+        MemoryItemSource(items[-60:]), MemoryItemSource(items), frame_limit=MIN_FRAME_LIMIT
+    )
+    check_exact(result, set(), ids(items[:-60]))
+    floor = math.ceil((len(items) - 60) * 32 / MIN_FRAME_LIMIT)
+    assert result.responder.statistics().rounds <= floor + 2
+
+
 def test_given_one_set_reconciled_with_many_peers_then_each_session_is_independent():
     rng = random.Random(4)
     shared = make_items(rng, 1000, 10**9)
