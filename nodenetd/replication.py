@@ -23,6 +23,7 @@ lacks; the responder only answers. Sessions are bounded in rounds, bytes and tim
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -275,8 +276,8 @@ class StoreService:
         return outcomes
 
     def _count(self, outcomes: Sequence[str]) -> None:
-        for outcome in outcomes:
-            self.stats.ingested[outcome] = self.stats.ingested.get(outcome, 0) + 1
+        for outcome, n in collections.Counter(outcomes).items():
+            self.stats.ingested[outcome] = self.stats.ingested.get(outcome, 0) + n
 
     # --- entries from peers -------------------------------------------------------------
 
@@ -322,9 +323,9 @@ class StoreService:
         self._count(outcomes)
         self.replicator.held(e.id for e in entries)  # every outcome: done with these bytes
         stored = [e for e, o in zip(entries, outcomes, strict=True) if o == IngestOutcome.STORED]
-        for entry in stored:
-            self.hlc.observe(entry.hlc, now_ms)
         if stored:
+            # One receive event for the batch: our clock moves past the newest of them.
+            self.hlc.observe(max(e.hlc for e in stored), now_ms)
             if gossip:
                 self.replicator.stored(self.clock.now(), stored)
                 self._flush()

@@ -20,6 +20,7 @@ arrival. Decoding is total: valid entry or a `RemoteProtocolError` naming what i
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,7 @@ MAX_FUTURE_MS = 60_000
 forger) must not be able to win every conflict for the next year."""
 ENTRY_ID_LEN = 32
 _ENCODING_SLACK = 512  # msgpack headers, key, author, hlc and signature around the value
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # C0 controls and DEL
 
 
 class ValueTooLarge(LocalProtocolError):
@@ -116,7 +118,7 @@ def _check_key(key: object) -> str:
         raise LocalProtocolError(
             f"key must be 1-{MAX_KEY_BYTES} bytes of UTF-8, got {len(encoded)}"
         )
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+    if _CONTROL.search(key):
         raise LocalProtocolError("key must not contain control characters")
     return key
 
