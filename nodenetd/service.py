@@ -215,7 +215,9 @@ class MembershipService:
             self._note_key(source, got)
             now = self.clock.now()
             for message in got.envelope.messages:
-                handled = self.core.receive(now, got.envelope.sender, source, message)
+                handled = self.core.receive(
+                    now, got.envelope.sender, source, message, got.envelope.minor
+                )
                 if not handled and self.message_handler is not None:
                     self.message_handler(now, got.envelope.sender, source, message)
             self._flush()

@@ -144,6 +144,15 @@ class Member:
     status_claim: Suspect | Dead | Leave | None = None
     """The claim that put the member in its current non-ALIVE state, for push-pull."""
     suspicion: Suspicion | None = None
+    minor: int = 0
+    """The protocol minor version of the member's last envelope to us..."""
+    minor_incarnation: int = -1
+    """...while it was at this incarnation (a restart may have changed its version)."""
+
+    @property
+    def speaks_1_1(self) -> bool:
+        """Whether it decodes protocol 1.1's messages: it said so since it last restarted."""
+        return self.minor >= 1 and self.minor_incarnation == self.incarnation
 
     @property
     def node(self) -> NodeId:

@@ -56,6 +56,7 @@ __all__ = [
     "PingReq",
     "PushPull",
     "PushPullDigest",
+    "ShortPing",
     "StoreSummary",
     "Suspect",
     "Sync",
@@ -91,6 +92,7 @@ class MessageType(IntEnum):
     ERROR = 14
     STORE_SUMMARY = 15  # 1.1
     PUSH_PULL_DIGEST = 16  # 1.1
+    SHORT_PING = 17  # 1.1
 
 
 MAX_TAGS_BYTES = 512  # encoded size; tags ride in every ALIVE, which must fit a datagram
@@ -314,6 +316,31 @@ class Ping(Message):
     def from_fields(cls, fields: tuple[Any, ...], verify: Verify) -> Ping:
         _need(fields, 2, "PING")
         return cls(seq=fields[0], target=_node(fields[1], "target"))
+
+
+PING_PREFIX_LEN = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShortPing(Message):
+    """PING (1.1) naming its target by the first 8 bytes of its id: sent only to members
+    whose envelopes say they speak 1.1 (a 1.0 node skips the type and would not answer)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.SHORT_PING
+    seq: int
+    target: bytes
+
+    def __post_init__(self) -> None:
+        _uint(self.seq, "seq", UINT32_MAX)
+        _blob(self.target, "target prefix", max_len=PING_PREFIX_LEN, exact=True)
+
+    def fields_to_wire(self) -> tuple[Any, ...]:
+        return (self.seq, self.target)
+
+    @classmethod
+    def from_fields(cls, fields: tuple[Any, ...], verify: Verify) -> ShortPing:
+        _need(fields, 2, "SHORT_PING")
+        return cls(seq=fields[0], target=fields[1])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -845,6 +872,7 @@ MESSAGE_CLASSES: dict[int, type[Message]] = {
         Error,
         PushPullDigest,
         StoreSummary,
+        ShortPing,
     )
 }
 assert set(MESSAGE_CLASSES) == set(MessageType), "every message type needs a class"

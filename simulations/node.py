@@ -28,7 +28,7 @@ from nodenet.protocol.keyring import ClusterKey, Keyring
 from nodenet.protocol.members import MemberEvent, MemberStatus
 from nodenet.protocol.membership import Datagram, Exchange, Membership
 from nodenet.protocol.messages import Address, Message
-from nodenet.protocol.wire import FRAME_HEADER, WireCodec
+from nodenet.protocol.wire import FRAME_HEADER, PROTOCOL_MINOR, WireCodec
 from nodenet.simulations.engine import Simulator
 from nodenet.simulations.network import Network, ready_at
 from nodenet.simulations.sizes import datagram_size, frames_size, message_size
@@ -187,7 +187,7 @@ class SimNode:
         core = self.core
         store = self.store
         for message in messages:
-            if not core.receive(now, sender, source, message) and store is not None:
+            if not core.receive(now, sender, source, message, PROTOCOL_MINOR) and store is not None:
                 store.receive(now, sender, source, message)
         self.pump()
 

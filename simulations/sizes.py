@@ -31,6 +31,7 @@ from nodenet.protocol.messages import (
     PingReq,
     PushPull,
     PushPullDigest,
+    ShortPing,
     StoreSummary,
     Suspect,
     Sync,
@@ -82,6 +83,8 @@ def message_size(message: Message) -> int:
     kind = type(message)
     if kind is Ping:
         return 36 + _uint(message.seq)  # type: ignore[attr-defined]
+    if kind is ShortPing:
+        return 12 + _uint(message.seq)  # type: ignore[attr-defined]
     if kind is Ack or kind is Nack:
         return 2 + _uint(message.seq)  # type: ignore[attr-defined]
     if kind is Alive or kind is Suspect or kind is Dead or kind is Leave:

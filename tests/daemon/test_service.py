@@ -286,3 +286,15 @@ async def test_given_the_laggard_then_takes_the_new_key_then_removing_the_old_on
         assert [len(n.events) for n in nodes] == events  # no SUSPECT, no DEAD
         assert all_see(nodes, nodes, MemberStatus.ALIVE)
         nursery.cancel_scope.cancel()
+
+
+async def test_given_a_cluster_of_this_version_then_probes_use_the_short_ping(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        _net, nodes = await cluster(nursery, 3)
+        await trio.sleep(10)
+        for node in nodes:
+            members = node.service.core._members.values()
+            assert members
+            assert all(m.speaks_1_1 for m in members)
+        assert all_see(nodes, nodes, MemberStatus.ALIVE)
+        nursery.cancel_scope.cancel()

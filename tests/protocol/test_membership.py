@@ -32,6 +32,7 @@ from nodenet.protocol.messages import (
     Ping,
     PingReq,
     PushPull,
+    ShortPing,
     Suspect,
 )
 
@@ -417,6 +418,41 @@ def test_given_a_ping_for_someone_else_then_no_answer():
     m = core()
     m.receive(0.0, X_ID, X_ADDR, Ping(seq=42, target=X_ID))
     assert m.outputs() == []
+
+
+def test_given_a_short_ping_for_us_then_ack_and_for_another_prefix_nothing():
+    m = core()
+    m.receive(0.0, X_ID, X_ADDR, ShortPing(seq=7, target=m.node_id[:8]))
+    (datagram,) = m.outputs()
+    assert datagram.messages[0] == Ack(seq=7)
+    m.receive(0.0, X_ID, X_ADDR, ShortPing(seq=8, target=X_ID[:8]))
+    assert m.outputs() == []
+
+
+def _probes_of_x(m: Membership, until: float) -> list[Message]:
+    out = _run(m, until)
+    return [
+        x
+        for d in _datagrams(out)
+        for x in d.messages
+        if isinstance(x, Ping | ShortPing) and x.target in (X_ID, X_ID[:8])
+    ]
+
+
+def test_given_a_member_that_spoke_1_1_since_its_restart_then_it_gets_short_pings():
+    m = member_in(A)
+    assert all(isinstance(p, Ping) for p in _probes_of_x(m, 20.0))  # never said its minor
+    m.receive(20.0, X_ID, X_ADDR, Ack(seq=0), minor=1)
+    short = _probes_of_x(m, 40.0)
+    assert short
+    assert all(isinstance(p, ShortPing) and p.target == X_ID[:8] for p in short)
+    # It restarts (a new incarnation): perhaps at an older version, so full PINGs again
+    # until it speaks; and an envelope at minor 0 means 1.0.
+    m.receive(40.0, X_ID, X_ADDR, alive(incarnation=9))
+    assert all(isinstance(p, Ping) for p in _probes_of_x(m, 60.0))
+    m.receive(60.0, X_ID, X_ADDR, Ack(seq=0), minor=1)
+    m.receive(60.0, X_ID, X_ADDR, Ack(seq=0), minor=0)
+    assert all(isinstance(p, Ping) for p in _probes_of_x(m, 80.0))
 
 
 def test_given_a_ping_req_then_relay_ack_or_nack_after_the_timeout():

@@ -25,6 +25,7 @@ from nodenet.protocol.messages import (
     PingReq,
     PushPull,
     PushPullDigest,
+    ShortPing,
     StoreSummary,
     Suspect,
     Sync,
@@ -54,6 +55,7 @@ def messages():
     )
     return [
         *(Ping(seq=s, target=alive.node) for s in (0, 127, 128, 255, 256, 65535, 65536, 2**32 - 1)),
+        *(ShortPing(seq=s, target=bytes(8)) for s in (0, 127, 128, 65536, 2**32 - 1)),
         *(Ack(seq=s) for s in (1, 200, 70000)),
         Nack(seq=9),
         PingReq(seq=5, target=alive.node, address=v4, nack=True),

@@ -24,6 +24,7 @@ from nodenet.protocol.messages import (
     PingReq,
     PushPull,
     PushPullDigest,
+    ShortPing,
     StoreSummary,
     Suspect,
     Sync,
@@ -95,6 +96,7 @@ def member_states(draw: st.DrawFn) -> MemberState:
 messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(Ping, seq=uint32, target=node_ids),
     st.builds(PingReq, seq=uint32, target=node_ids, address=addresses, nack=st.booleans()),
+    st.builds(ShortPing, seq=uint32, target=st.binary(min_size=8, max_size=8)),
     st.builds(Ack, seq=uint32),
     st.builds(Nack, seq=uint32),
     alives(),
