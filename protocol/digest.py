@@ -4,10 +4,8 @@ Theory of operation
 -------------------
 A full push-pull sends every member's signed ALIVE (~130 bytes each) both ways, although
 the two tables almost always agree. A digest is one `(id prefix, incarnation, status)` per
-member (~13 bytes): enough to see which side holds the newer state of each member by the
-same order the member table applies claims in (a higher incarnation wins; at the same
-incarnation suspect beats alive, dead beats suspect, left beats dead). So a periodic
-push-pull is:
+member (~13 bytes): enough to see which side holds a state the other would take (see
+`rank`). So a periodic push-pull is:
 
 1. the requester sends its own state (a one-member PUSH_PULL) and the digest of its table;
 2. the responder answers with the full states the requester lacks or holds older, and a
@@ -39,20 +37,27 @@ from nodenet.protocol.messages import (
     Suspect,
 )
 
-__all__ = ["UNKNOWN", "answer", "digest", "rank", "wanted_states"]
+__all__ = ["UNKNOWN", "WANTED_LIMIT", "answer", "digest", "rank", "wanted_states"]
 
 UNKNOWN = 0
 """Status code of a digest entry for a member the sender does not know."""
+WANTED_LIMIT = 256
+"""Entries an answer asks for at most: the requester sends only 64 states per push-pull."""
 _CODES: dict[type, int] = {type(None): 1, Suspect: 2, Dead: 3, Leave: 4}
 _HIGHEST_CODE = 4
 
 
 def rank(state: MemberState) -> tuple[int, int]:
-    """`(incarnation, status code)`: the newer of two states of a member ranks higher."""
+    """`(ALIVE incarnation, status code)`: a state ranks higher than another only if the
+    member table holding the other would take something from it.
+
+    Only the ALIVE's incarnation counts, not the status claim's: the table never takes a
+    DEAD over a DEAD, and takes a SUSPECT over a SUSPECT only as a confirmation, whatever
+    their incarnations, so ranking by those would ask for the same state forever. A newer
+    ALIVE is always taken; at the same ALIVE, SUSPECT over ALIVE, DEAD over ALIVE (as a
+    suspicion), LEAVE over all."""
     status = state.status
-    if status is None:
-        return state.alive.incarnation, 1
-    return max(state.alive.incarnation, status.incarnation), _CODES[type(status)]
+    return state.alive.incarnation, _CODES[type(status)]
 
 
 def digest(states: Iterable[MemberState]) -> tuple[PushPullDigest, ...]:
@@ -94,24 +99,31 @@ def answer(
             send.append(state)
     wanted: list[DigestEntry] = []
     for prefix, ranks in index.items():
+        if len(wanted) >= WANTED_LIMIT:
+            break
         held = ours_by_prefix.get(prefix)
         if not ranks:
             continue
         if held is None:
-            wanted.append((prefix, 0, UNKNOWN))
+            # A tombstone we never knew is not worth asking for (and one we reaped must not
+            # come back): only members the requester believes alive or suspect.
+            if any(code <= _CODES[Suspect] for _, code in ranks):
+                wanted.append((prefix, 0, UNKNOWN))
         elif any(r > h for r in ranks for h in held):
             wanted.append((prefix, *min(held)))
     return send, _messages(wanted)
 
 
 def wanted_states(
-    ours: Sequence[MemberState], wanted: Iterable[DigestEntry], limit: int
+    ours: Sequence[MemberState], wanted: Iterable[DigestEntry], limit: int, start: int = 0
 ) -> list[MemberState]:
     """The requester's side: our states newer than what the responder said it holds (at
-    most `limit`; the rest waits for the next push-pull)."""
+    most `limit`, looking from `ours[start]` on and around, so that a long table is covered
+    over several push-pulls; the rest waits for the next one)."""
     index = _by_prefix(wanted)
-    send = []
-    for state in ours:
+    send: list[MemberState] = []
+    start = start % len(ours) if ours else 0
+    for state in (*ours[start:], *ours[:start]):
         known = index.get(bytes(state.alive.node[:DIGEST_PREFIX_LEN]))
         if known is not None and any(r < rank(state) for r in known):
             send.append(state)

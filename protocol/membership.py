@@ -46,6 +46,7 @@ from nodenet.protocol.errors import LocalProtocolError
 from nodenet.protocol.identity import NodeId, node_id_of
 from nodenet.protocol.members import EventKind, Member, MemberEvent, MemberInfo, MemberStatus
 from nodenet.protocol.messages import (
+    MAX_DIGEST_MEMBERS,
     PING_PREFIX_LEN,
     Ack,
     Address,
@@ -389,6 +390,10 @@ class Membership:
             theirs = [e for m in request if isinstance(m, PushPullDigest) for e in m.members]
             if not theirs:  # a join, a reconnect, or a 1.0 peer: the whole table
                 return self._push_pull_messages(join=False)
+            if len(theirs) > 2 * len(self._members) + MAX_DIGEST_MEMBERS:
+                # An honest digest is as long as the sender's table, about ours: a much
+                # longer one is a flood, refused before it costs a dict entry per member.
+                return (Error(code="too_large", message=f"digest of {len(theirs)} members"),)
             send, wanted = digest.answer(self.states(), theirs)
             return (*self._chunked(send, join=False), *wanted)
         pings = [m for m in request if isinstance(m, Ping)]
@@ -423,7 +428,9 @@ class Membership:
             self._merge(now, push)
         wanted = [e for m in reply or () if isinstance(m, PushPullDigest) for e in m.members]
         if wanted and pending.address is not None:
-            states = digest.wanted_states(self.states(), wanted, DIGEST_SEND_LIMIT)
+            states = digest.wanted_states(
+                self.states(), wanted, DIGEST_SEND_LIMIT, start=self._rng.randrange(2**16)
+            )
             self._send_states(pending.address, states)
         return True
 
@@ -547,7 +554,7 @@ class Membership:
         if member.status is MemberStatus.SUSPECT and member.status_claim is not None:
             # Lifeguard buddy system: tell the suspect directly, so it can refute at once.
             messages.append(member.status_claim)
-        if self._probe_rider is not None:
+        if self._probe_rider is not None and member.speaks_1_1:  # a 1.0 node would skip it
             messages.append(self._probe_rider)
             self._probe_rider = None
         self._send(probe.address, messages)

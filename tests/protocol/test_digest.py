@@ -17,6 +17,7 @@ from nodenet.protocol.messages import (
     Address,
     Alive,
     Dead,
+    Error,
     Leave,
     MemberState,
     Ping,
@@ -67,7 +68,9 @@ def test_given_two_tables_then_each_side_sends_exactly_the_states_that_rank_high
         n for n, r in rank_b.items() if n not in rank_a or rank_a[n] < r
     }
     assert {s.alive.node for s in back} == {
-        n for n, r in rank_a.items() if n not in rank_b or rank_b[n] < r
+        n
+        for n, r in rank_a.items()
+        if (n in rank_b and rank_b[n] < r) or (n not in rank_b and r[1] <= 2)  # no tombstones
     }
 
 
@@ -76,7 +79,23 @@ def test_given_rank_then_it_orders_states_as_the_member_table_accepts_claims():
     assert digest.rank(state(0, 3, 2, 0)) < digest.rank(state(0, 3, 3, 0))  # dead > suspect
     assert digest.rank(state(0, 3, 3, 0)) < digest.rank(state(0, 3, 4, 0))  # left > dead
     assert digest.rank(state(0, 3, 3, 0)) < digest.rank(state(0, 4, 1, 0))  # refuted
-    assert digest.rank(state(0, 3, 2, 1)) == (4, 2)  # the status claim's incarnation counts
+    assert digest.rank(state(0, 3, 2, 1)) == (3, 2)  # only the ALIVE's incarnation counts
+
+
+def test_given_two_tombstones_at_different_accusation_incarnations_then_nothing_moves():
+    # The table never takes a DEAD over a DEAD: ranking by the accusation's incarnation
+    # made one side ask for the other's tombstone on every push-pull, for a day.
+    older, newer = state(0, 3, 3, 0), state(0, 3, 3, 1)
+    prefix_entries = [e for m in digest.digest([older]) for e in m.members]
+    send, wanted = digest.answer([newer], prefix_entries)
+    assert send == []
+    assert wanted == ()
+
+
+def test_given_an_unknown_tombstone_in_a_digest_then_it_is_not_asked_for():
+    entries = [e for m in digest.digest([state(1, 2, 3, 0), state(2, 2, 1, 0)]) for e in m.members]
+    _, wanted = digest.answer([], entries)
+    assert [e[0] for m in wanted for e in m.members] == [bytes(node_id_of(KEYS[2])[:8])]
 
 
 def test_given_a_status_code_of_a_newer_minor_then_that_entry_is_left_alone():
@@ -175,3 +194,12 @@ def test_given_a_responder_without_digests_then_its_full_answer_is_merged():
     assert alice.exchange_done(1.1, exchange.id, reply)
     assert alice.member(node_id_of(KEYS[3])).status is MemberStatus.ALIVE
     assert bob.member(alice.node_id).status is MemberStatus.ALIVE
+
+
+def test_given_a_digest_far_longer_than_any_table_then_the_request_is_refused():
+    bob = core(KEYS[1], THERE)
+    flood = PushPullDigest(members=tuple((i.to_bytes(8, "big"), 1, 1) for i in range(4096)))
+    own = PushPull(join=False, members=(state(0, 1, 1, 0),))
+    (error,) = bob.answer_exchange(1.0, node_id_of(KEYS[0]), (own, flood, flood))
+    assert isinstance(error, Error)
+    assert error.code == "too_large"

@@ -12,7 +12,7 @@ import pytest
 from nodenet.protocol.identity import NodeId, node_id_of
 from nodenet.protocol.members import EventKind, MemberEvent
 from nodenet.protocol.membership import Datagram, Exchange, Membership
-from nodenet.protocol.messages import Address, Alive, Leave, Message, Ping, StoreSummary
+from nodenet.protocol.messages import Address, Alive, Leave, Message, Ping, ShortPing, StoreSummary
 from nodenet.protocol.reconcile import (
     INFINITY,
     MIN_BOUND,
@@ -27,6 +27,7 @@ from nodenet.protocol.replication import (
     SendSummary,
     Sync,
 )
+from nodenet.protocol.wire import PROTOCOL_MINOR
 
 INTERVAL = 10.0
 KEYS = [nacl.signing.SigningKey(bytes([0x40 + i]) * 32) for i in range(4)]
@@ -44,7 +45,7 @@ def node(i: int, others: list[int], seed: int = 1) -> Replicator:
     """Node `i`'s replicator, over a membership core that holds `others` as alive."""
     core = Membership(key=KEYS[i], address=ADDRESSES[i], now=0.0, rng=random.Random(seed))
     for j in others:
-        core.receive(0.0, IDS[j], ADDRESSES[j], _alive(j))
+        core.receive(0.0, IDS[j], ADDRESSES[j], _alive(j), PROTOCOL_MINOR)
     core.events()
     core.outputs()
     return Replicator(
@@ -92,7 +93,11 @@ def test_given_a_summary_when_sent_then_it_rides_on_the_next_ping_and_costs_no_d
     assert replicator.summaries_sent == 1
     while True:
         core.handle_timer(core.get_timer())
-        pings = [o for o in core.outputs() if any(isinstance(m, Ping) for m in o.messages)]
+        pings = [
+            o
+            for o in core.outputs()
+            if isinstance(o, Datagram) and any(isinstance(m, Ping | ShortPing) for m in o.messages)
+        ]
         if pings:
             break
     (ping,) = pings
@@ -262,7 +267,9 @@ class Mesh:
             for message in out.messages:
                 if isinstance(message, StoreSummary) and self.rng.random() < self.loss:
                     self.summaries_lost += 1
-                elif not peer.membership.receive(now, IDS[i], ADDRESSES[i], message):
+                elif not peer.membership.receive(
+                    now, IDS[i], ADDRESSES[i], message, PROTOCOL_MINOR
+                ):
                     peer.receive(now, IDS[i], ADDRESSES[i], message)
             self._drive(now, target)
 
