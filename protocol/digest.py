@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from nodenet.protocol.messages import (
     DIGEST_PREFIX_LEN,
     MAX_DIGEST_MEMBERS,
+    Alive,
     Dead,
     DigestEntry,
     Leave,
@@ -37,7 +38,16 @@ from nodenet.protocol.messages import (
     Suspect,
 )
 
-__all__ = ["UNKNOWN", "WANTED_LIMIT", "answer", "digest", "rank", "wanted_states"]
+__all__ = [
+    "UNKNOWN",
+    "WANTED_LIMIT",
+    "Pair",
+    "answer",
+    "digest",
+    "rank",
+    "rank_of",
+    "wanted_states",
+]
 
 UNKNOWN = 0
 """Status code of a digest entry for a member the sender does not know."""
@@ -47,7 +57,17 @@ _CODES: dict[type, int] = {type(None): 1, Suspect: 2, Dead: 3, Leave: 4}
 _HIGHEST_CODE = 4
 
 
+Pair = tuple[Alive, Suspect | Dead | Leave | None]
+"""A member's state as the table holds it: its ALIVE and the status claim, if any (cheaper
+to make for every member than a `MemberState`)."""
+
+
 def rank(state: MemberState) -> tuple[int, int]:
+    """`rank_of` a `MemberState`."""
+    return state.alive.incarnation, _CODES[type(state.status)]
+
+
+def rank_of(alive: Alive, status: Suspect | Dead | Leave | None) -> tuple[int, int]:
     """`(ALIVE incarnation, status code)`: a state ranks higher than another only if the
     member table holding the other would take something from it.
 
@@ -56,13 +76,16 @@ def rank(state: MemberState) -> tuple[int, int]:
     their incarnations, so ranking by those would ask for the same state forever. A newer
     ALIVE is always taken; at the same ALIVE, SUSPECT over ALIVE, DEAD over ALIVE (as a
     suspicion), LEAVE over all."""
-    status = state.status
-    return state.alive.incarnation, _CODES[type(status)]
+    return alive.incarnation, _CODES[type(status)]
 
 
-def digest(states: Iterable[MemberState]) -> tuple[PushPullDigest, ...]:
+def digest(pairs: Iterable[Pair]) -> tuple[PushPullDigest, ...]:
     """The digest of a table, in as many messages as `MAX_DIGEST_MEMBERS` needs."""
-    entries = [(bytes(s.alive.node[:DIGEST_PREFIX_LEN]), *rank(s)) for s in states]
+    codes = _CODES
+    entries = [
+        (alive.node[:DIGEST_PREFIX_LEN], alive.incarnation, codes[type(status)])
+        for alive, status in pairs
+    ]
     return _messages(entries)
 
 
@@ -83,20 +106,22 @@ def _by_prefix(entries: Iterable[DigestEntry]) -> dict[bytes, list[tuple[int, in
 
 
 def answer(
-    ours: Sequence[MemberState], theirs: Iterable[DigestEntry]
-) -> tuple[list[MemberState], tuple[PushPullDigest, ...]]:
+    ours: Sequence[Pair], theirs: Iterable[DigestEntry]
+) -> tuple[list[Pair], tuple[PushPullDigest, ...]]:
     """The responder's side: our states the requester lacks or holds older, and the digest
     of the members whose state we want from it."""
     index = _by_prefix(theirs)
-    send: list[MemberState] = []
+    codes = _CODES
+    send: list[Pair] = []
     ours_by_prefix: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
-    for state in ours:
-        prefix = bytes(state.alive.node[:DIGEST_PREFIX_LEN])
-        mine = rank(state)
+    for pair in ours:
+        alive, status = pair
+        prefix = alive.node[:DIGEST_PREFIX_LEN]
+        mine = (alive.incarnation, codes[type(status)])
         ours_by_prefix[prefix].append(mine)
         known = index.get(prefix)
         if known is None or any(r < mine for r in known):
-            send.append(state)
+            send.append(pair)
     wanted: list[DigestEntry] = []
     for prefix, ranks in index.items():
         if len(wanted) >= WANTED_LIMIT:
@@ -115,18 +140,18 @@ def answer(
 
 
 def wanted_states(
-    ours: Sequence[MemberState], wanted: Iterable[DigestEntry], limit: int, start: int = 0
-) -> list[MemberState]:
+    ours: Sequence[Pair], wanted: Iterable[DigestEntry], limit: int, start: int = 0
+) -> list[Pair]:
     """The requester's side: our states newer than what the responder said it holds (at
     most `limit`, looking from `ours[start]` on and around, so that a long table is covered
     over several push-pulls; the rest waits for the next one)."""
     index = _by_prefix(wanted)
-    send: list[MemberState] = []
+    send: list[Pair] = []
     start = start % len(ours) if ours else 0
-    for state in (*ours[start:], *ours[:start]):
-        known = index.get(bytes(state.alive.node[:DIGEST_PREFIX_LEN]))
-        if known is not None and any(r < rank(state) for r in known):
-            send.append(state)
+    for pair in (*ours[start:], *ours[:start]):
+        known = index.get(pair[0].node[:DIGEST_PREFIX_LEN])
+        if known is not None and any(r < rank_of(*pair) for r in known):
+            send.append(pair)
             if len(send) >= limit:
                 break
     return send

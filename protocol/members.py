@@ -144,15 +144,15 @@ class Member:
     status_claim: Suspect | Dead | Leave | None = None
     """The claim that put the member in its current non-ALIVE state, for push-pull."""
     suspicion: Suspicion | None = None
-    minor: int = 0
-    """The protocol minor version of the member's last envelope to us..."""
-    minor_incarnation: int = -1
-    """...while it was at this incarnation (a restart may have changed its version)."""
+    speaks_1_1_at: int = -1
+    """The incarnation the member was at when its last envelope to us said minor ≥ 1 (-1:
+    it said 1.0, or nothing yet). One int per member: a simulation holds 10⁸ of these."""
 
     @property
     def speaks_1_1(self) -> bool:
-        """Whether it decodes protocol 1.1's messages: it said so since it last restarted."""
-        return self.minor >= 1 and self.minor_incarnation == self.incarnation
+        """Whether it decodes protocol 1.1's messages: it said so since it last restarted
+        (a restart may have changed its version)."""
+        return self.speaks_1_1_at == self.incarnation
 
     @property
     def node(self) -> NodeId:

@@ -297,6 +297,10 @@ class Membership:
         ours = MemberState(self._alive)
         return [ours, *(MemberState(m.alive, m.status_claim) for m in self._members.values())]
 
+    def _pairs(self) -> list[digest.Pair]:
+        """`states()` as `(alive, status claim)` pairs, for digests (no object per member)."""
+        return [(self._alive, None), *((m.alive, m.status_claim) for m in self._members.values())]
+
     def cluster_size(self) -> int:
         """Members believed alive or suspect, plus ourselves (N in the formulas)."""
         counts = self._counts
@@ -375,7 +379,7 @@ class Membership:
                 self._latest = now
             handler(self, now, sender, address, message)
         if minor is not None and (member := self._members.get(sender)) is not None:
-            member.minor, member.minor_incarnation = minor, member.incarnation
+            member.speaks_1_1_at = member.incarnation if minor >= 1 else -1
         return handler is not None
 
     def answer_exchange(
@@ -394,8 +398,8 @@ class Membership:
                 # An honest digest is as long as the sender's table, about ours: a much
                 # longer one is a flood, refused before it costs a dict entry per member.
                 return (Error(code="too_large", message=f"digest of {len(theirs)} members"),)
-            send, wanted = digest.answer(self.states(), theirs)
-            return (*self._chunked(send, join=False), *wanted)
+            send, wanted = digest.answer(self._pairs(), theirs)
+            return (*self._chunked([MemberState(*pair) for pair in send], join=False), *wanted)
         pings = [m for m in request if isinstance(m, Ping)]
         if pings:
             return tuple(Ack(seq=p.seq) for p in pings if p.target == self.node_id) or (
@@ -428,10 +432,10 @@ class Membership:
             self._merge(now, push)
         wanted = [e for m in reply or () if isinstance(m, PushPullDigest) for e in m.members]
         if wanted and pending.address is not None:
-            states = digest.wanted_states(
-                self.states(), wanted, DIGEST_SEND_LIMIT, start=self._rng.randrange(2**16)
+            pairs = digest.wanted_states(
+                self._pairs(), wanted, DIGEST_SEND_LIMIT, start=self._rng.randrange(2**16)
             )
-            self._send_states(pending.address, states)
+            self._send_states(pending.address, [MemberState(*pair) for pair in pairs])
         return True
 
     # --- API ----------------------------------------------------------------------------
@@ -1005,7 +1009,7 @@ class Membership:
             request = self._push_pull_messages(join=True)
         else:
             request = (PushPull(join=False, members=(MemberState(self._alive),)),)
-            request += digest.digest(self.states())
+            request += digest.digest(self._pairs())
         return self._exchange(
             now,
             address,

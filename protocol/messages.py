@@ -692,14 +692,11 @@ class PushPullDigest(Message):
     members: tuple[DigestEntry, ...]
 
     def __post_init__(self) -> None:
+        # Entries are checked where they come from outside (`from_fields`): a digest we
+        # build ourselves has one per member, and checking each again cost a simulation of
+        # 10,000 nodes a tenth of its time.
         if not isinstance(self.members, tuple) or len(self.members) > MAX_DIGEST_MEMBERS:
             raise LocalProtocolError(f"digest must be at most {MAX_DIGEST_MEMBERS} members")
-        for entry in self.members:
-            if not (isinstance(entry, tuple) and len(entry) == 3):
-                raise LocalProtocolError("digest member must be [prefix, incarnation, status]")
-            _blob(entry[0], "digest prefix", max_len=DIGEST_PREFIX_LEN, exact=True)
-            _uint(entry[1], "digest incarnation", UINT64_MAX)
-            _uint(entry[2], "digest status", 255)
 
     def fields_to_wire(self) -> tuple[Any, ...]:
         return (self.members,)
@@ -716,6 +713,9 @@ class PushPullDigest(Message):
         for item in raw:
             if not (isinstance(item, tuple) and len(item) >= 3):
                 raise LocalProtocolError("digest member must be [prefix, incarnation, status]")
+            _blob(item[0], "digest prefix", max_len=DIGEST_PREFIX_LEN, exact=True)
+            _uint(item[1], "digest incarnation", UINT64_MAX)
+            _uint(item[2], "digest status", 255)
             members.append((item[0], item[1], item[2]))
         return cls(members=tuple(members))
 

@@ -48,6 +48,10 @@ def state(i: int, incarnation: int, code: int, bump: int) -> MemberState:
     return MemberState(alive, claim)
 
 
+def pairs(states: list[MemberState]) -> list[digest.Pair]:
+    return [(s.alive, s.status) for s in states]
+
+
 tables = st.dictionaries(
     st.integers(0, len(KEYS) - 1),
     st.tuples(st.integers(0, 3), st.integers(1, 4), st.integers(0, 1)),
@@ -60,14 +64,15 @@ def test_given_two_tables_then_each_side_sends_exactly_the_states_that_rank_high
     ours_b = [state(i, *v) for i, v in sorted(b.items())]
     rank_a = {s.alive.node: digest.rank(s) for s in ours_a}
     rank_b = {s.alive.node: digest.rank(s) for s in ours_b}
-    request = [e for m in digest.digest(ours_a) for e in m.members]
-    send, wanted = digest.answer(ours_b, request)
-    back = digest.wanted_states(ours_a, [e for m in wanted for e in m.members], limit=100)
+    request = [e for m in digest.digest(pairs(ours_a)) for e in m.members]
+    send, wanted = digest.answer(pairs(ours_b), request)
+    wanted_entries = [e for m in wanted for e in m.members]
+    back = digest.wanted_states(pairs(ours_a), wanted_entries, limit=100)
 
-    assert {s.alive.node for s in send} == {
+    assert {alive.node for alive, _ in send} == {
         n for n, r in rank_b.items() if n not in rank_a or rank_a[n] < r
     }
-    assert {s.alive.node for s in back} == {
+    assert {alive.node for alive, _ in back} == {
         n
         for n, r in rank_a.items()
         if (n in rank_b and rank_b[n] < r) or (n not in rank_b and r[1] <= 2)  # no tombstones
@@ -86,14 +91,16 @@ def test_given_two_tombstones_at_different_accusation_incarnations_then_nothing_
     # The table never takes a DEAD over a DEAD: ranking by the accusation's incarnation
     # made one side ask for the other's tombstone on every push-pull, for a day.
     older, newer = state(0, 3, 3, 0), state(0, 3, 3, 1)
-    prefix_entries = [e for m in digest.digest([older]) for e in m.members]
-    send, wanted = digest.answer([newer], prefix_entries)
+    prefix_entries = [e for m in digest.digest(pairs([older])) for e in m.members]
+    send, wanted = digest.answer(pairs([newer]), prefix_entries)
     assert send == []
     assert wanted == ()
 
 
 def test_given_an_unknown_tombstone_in_a_digest_then_it_is_not_asked_for():
-    entries = [e for m in digest.digest([state(1, 2, 3, 0), state(2, 2, 1, 0)]) for e in m.members]
+    entries = [
+        e for m in digest.digest(pairs([state(1, 2, 3, 0), state(2, 2, 1, 0)])) for e in m.members
+    ]
     _, wanted = digest.answer([], entries)
     assert [e[0] for m in wanted for e in m.members] == [bytes(node_id_of(KEYS[2])[:8])]
 
@@ -101,10 +108,10 @@ def test_given_an_unknown_tombstone_in_a_digest_then_it_is_not_asked_for():
 def test_given_a_status_code_of_a_newer_minor_then_that_entry_is_left_alone():
     ours = [state(0, 2, 1, 0)]
     prefix = bytes(ours[0].alive.node[:8])
-    send, wanted = digest.answer(ours, [(prefix, 1, 9)])
+    send, wanted = digest.answer(pairs(ours), [(prefix, 1, 9)])
     assert send == []
     assert wanted == ()
-    assert digest.wanted_states(ours, [(prefix, 1, 9)], limit=10) == []
+    assert digest.wanted_states(pairs(ours), [(prefix, 1, 9)], limit=10) == []
 
 
 # --- two cores ------------------------------------------------------------------------------
