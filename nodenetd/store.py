@@ -100,20 +100,6 @@ Dbs = Mapping[str, Any]
 # --- the summary index (runs inside write transactions) -------------------------------------
 
 
-def _summary_floor(txn: lmdb.Transaction[bytes], db: Any, key: bytes) -> bytes | None:
-    """The start of the page holding `key`: the greatest page start ≤ key."""
-    with txn.cursor(db) as cursor:
-        if cursor.set_range(key):
-            if cursor.key() == key:
-                return key
-            if cursor.prev():
-                return cursor.key()
-            return None
-        if cursor.last():
-            return cursor.key()
-        return None
-
-
 def _unpack_summary(raw: bytes) -> tuple[int, int]:
     return int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:36], "little")
 
@@ -388,9 +374,9 @@ class LmdbItemSource:
     def _pages(self, lo: bytes, hi: bytes) -> list[tuple[bytes, bytes, int, int]]:
         """(start, end, count, sum) of every page overlapping [lo, hi); end is exclusive."""
         txn, db = self.txn, self._dbs["summary"]
-        start = _summary_floor(txn, db, lo) or MIN_KEY
         found: list[tuple[bytes, bytes, int, int]] = []
         with txn.cursor(db) as cursor:
+            start, _ = _page_of(cursor, lo)
             if not cursor.set_key(start):
                 return found
             current, raw = cursor.item()

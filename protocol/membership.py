@@ -294,11 +294,10 @@ class Membership:
     def states(self) -> list[MemberState]:
         """Signed state of every member and ourselves (what push-pull sends, and what the
         daemon persists so that a restart can rejoin without seeds)."""
-        ours = MemberState(self._alive)
-        return [ours, *(MemberState(m.alive, m.status_claim) for m in self._members.values())]
+        return [MemberState(alive, status) for alive, status in self._pairs()]
 
     def _pairs(self) -> list[digest.Pair]:
-        """`states()` as `(alive, status claim)` pairs, for digests (no object per member)."""
+        """`states()` as `(alive, status claim)` pairs (no object per member: digests)."""
         return [(self._alive, None), *((m.alive, m.status_claim) for m in self._members.values())]
 
     def cluster_size(self) -> int:

@@ -203,13 +203,13 @@ class Replicator:
             _, _, node = heapq.heappop(self._timers)
             if node is None:
                 self._at(now + self.config.sync_interval_s, None)
-                self._summarize_to_random(now)
+                self._summarize(now)
             elif node is _ANY:
                 self._sync_with_random(now)
             else:
                 self._sync_with(node)
 
-    def _summarize_to_random(self, now: float) -> None:
+    def _summarize(self, now: float) -> None:
         horizon = now - self.config.sync_interval_s
         for seen in (self._summary_seen, self._summary_synced):
             for node in [n for n, at in seen.items() if at <= horizon]:

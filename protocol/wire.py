@@ -186,8 +186,9 @@ class WireCodec:
             )
         )
 
-    def _seal(self, encoded: Sequence[bytes], now_ms: int, key: ClusterKey | None) -> bytes:
-        fallback = key is not None and key != self.keyring.primary
+    def _seal(
+        self, encoded: Sequence[bytes], now_ms: int, key: ClusterKey | None, fallback: bool
+    ) -> bytes:
         body = self._body_header(now_ms, len(encoded), fallback) + b"".join(encoded)
         if fallback:
             body += b"\xc3"  # true
@@ -209,12 +210,12 @@ class WireCodec:
                     f" {limit}-byte packet even alone; send it over TCP or split it"
                 )
             if batch and fixed + len(_array_header(len(batch) + 1)) + size + len(encoded) > limit:
-                packets.append(self._seal(batch, now_ms, key))
+                packets.append(self._seal(batch, now_ms, key, fallback))
                 batch, size = [], 0
             batch.append(encoded)
             size += len(encoded)
         if batch:
-            packets.append(self._seal(batch, now_ms, key))
+            packets.append(self._seal(batch, now_ms, key, fallback))
         return packets
 
     def encode_datagrams(

@@ -4,14 +4,12 @@ with a deadline, never a sleep for its own sake)."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 import trio
-from support.daemons import short_tmpdir
-from support.inprocess import Running, start
+from support.inprocess import Running, two_daemons
 
 from nodenet.daemon.replication import StoreService
 from nodenet.protocol.entries import create_entry
@@ -24,20 +22,10 @@ STORE = f"[store]\nsync_interval_s = {INTERVAL_S}\n"
 @pytest.fixture
 async def joined() -> AsyncIterator[tuple[Running, Running]]:
     """Daemons "a" and "b" with a short sync interval, b joined to a."""
-    root = short_tmpdir()
-    try:
-        with trio.fail_after(60):
-            async with trio.open_nursery() as nursery:
-                a = await start(nursery, root, "a", extra=STORE)
-                b = await start(nursery, root, "b", extra=STORE)
-                response = await b.http.post("/v1/join", json={"addresses": [a.address]})
-                assert response.status_code == 200
-                yield a, b
-                for node in (a, b):
-                    await node.http.aclose()
-                    node.daemon.request_shutdown()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    async with two_daemons(extra=STORE) as (a, b):
+        response = await b.http.post("/v1/join", json={"addresses": [a.address]})
+        assert response.status_code == 200
+        yield a, b
 
 
 def store(node: Running) -> StoreService:
