@@ -60,6 +60,10 @@ _CORE_COUNTERS = {
     ),
     "push_pulls": ("push_pulls", "Full state exchanges started (periodic, join and reconnect)."),
     "push_pull_failures": ("push_pull_failures", "Full state exchanges that failed."),
+    "push_pulls_in_sync": (
+        "push_pulls_in_sync",
+        "Digest push-pulls from peers answered at once: their member table agreed with ours.",
+    ),
     "reconnect_attempts": ("reconnect_attempts", "Attempts to reach dead members or seeds."),
     "gossip_datagrams": ("gossip_datagrams", "Datagrams sent by gossip rounds."),
     "ping_reqs_refused": (

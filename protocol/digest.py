@@ -16,6 +16,12 @@ A 1.0 responder skips the digest (an unknown message type), merges the one-membe
 and answers with its full table, so mixed clusters keep working. Joins and reconnects
 still send the full table: the peer may know nothing of us.
 
+Almost always the two tables agree, and the answer is empty. To find that out without a
+dict entry per member, each table keeps a tally (`entry_hash` summed over its digest,
+changed with every state change): a requester's digest with our count and our tally is
+answered at once. The tally uses Python's `hash`, salted per process, so it is never sent:
+it only stands in for comparing the requester's digest entry by entry with our own.
+
 Prefixes are 8 bytes of the node id. Two members sharing a prefix are compared against
 every digest entry with that prefix, which at worst sends a state that was not needed;
 finding a second node id with a given member's prefix costs ~2^64 key generations.
@@ -44,8 +50,11 @@ __all__ = [
     "Pair",
     "answer",
     "digest",
+    "entries",
+    "entry_hash",
     "rank",
     "rank_of",
+    "tally",
     "wanted_states",
 ]
 
@@ -81,12 +90,29 @@ def rank_of(alive: Alive, status: Suspect | Dead | Leave | None) -> tuple[int, i
 
 def digest(pairs: Iterable[Pair]) -> tuple[PushPullDigest, ...]:
     """The digest of a table, in as many messages as `MAX_DIGEST_MEMBERS` needs."""
+    return _messages(entries(pairs))
+
+
+def entries(pairs: Iterable[Pair]) -> list[DigestEntry]:
+    """The digest entry of each member."""
     codes = _CODES
-    entries = [
+    return [
         (alive.node[:DIGEST_PREFIX_LEN], alive.incarnation, codes[type(status)])
         for alive, status in pairs
     ]
-    return _messages(entries)
+
+
+def entry_hash(alive: Alive, status: Suspect | Dead | Leave | None) -> int:
+    """The hash of a member's digest entry: what it adds to its table's `tally`."""
+    return hash((alive.node[:DIGEST_PREFIX_LEN], alive.incarnation, _CODES[type(status)]))
+
+
+def tally(entries: Iterable[DigestEntry]) -> int:
+    """An order-free checksum of a digest: the sum of its entries' hashes. Equal digests
+    (as multisets) have equal tallies; unequal ones collide with probability ~2^-64, and
+    then the exchange sends nothing it should have and the next one (another partner)
+    does. Only comparable within one process: `hash` of bytes is salted per process."""
+    return sum(map(hash, entries))
 
 
 def _messages(entries: Sequence[DigestEntry]) -> tuple[PushPullDigest, ...]:

@@ -138,6 +138,8 @@ class MembershipStats:
     deaths_declared: int = 0
     push_pulls: int = 0
     push_pull_failures: int = 0
+    push_pulls_in_sync: int = 0
+    """Digest push-pulls we answered at once: the requester's table agreed with ours."""
     reconnect_attempts: int = 0
     gossip_datagrams: int = 0
     ping_reqs_refused: int = 0
@@ -209,6 +211,9 @@ class Membership:
         self._seeds = tuple(seeds)
         self._datagram_budget = max_datagram_size - MAX_ENVELOPE_OVERHEAD
         self._members: dict[NodeId, Member] = {}
+        self._tally = digest.entry_hash(self._alive, None)
+        """`digest.tally` of our digest (ourselves and every member), kept exact on every
+        change: an exchange with a table that agrees costs no pass over ours."""
         self._counts = dict.fromkeys(MemberStatus, 0)
         """Members in each status, kept exact on every change: `cluster_size()` is O(1)."""
         self._ring: list[NodeId] = []
@@ -397,6 +402,9 @@ class Membership:
                 # An honest digest is as long as the sender's table, about ours: a much
                 # longer one is a flood, refused before it costs a dict entry per member.
                 return (Error(code="too_large", message=f"digest of {len(theirs)} members"),)
+            if len(theirs) == len(self._members) + 1 and digest.tally(theirs) == self._tally:
+                self.stats.push_pulls_in_sync += 1
+                return self._chunked((), join=False)  # the tables agree
             send, wanted = digest.answer(self._pairs(), theirs)
             return (*self._chunked([MemberState(*pair) for pair in send], join=False), *wanted)
         pings = [m for m in request if isinstance(m, Ping)]
@@ -740,12 +748,14 @@ class Membership:
             self._confirm(now, member, claim)
             return
         before = member.info()
+        self._tally -= digest.entry_hash(member.alive, member.status_claim)
         if isinstance(claim, Alive):
             member.alive = claim
             member.status_claim = None
         else:
             assert isinstance(claim, Suspect | Dead | Leave)
             member.status_claim = claim
+        self._tally += digest.entry_hash(member.alive, member.status_claim)
         member.incarnation = claim.incarnation
         member.suspicion = None
         if member.status is not row.to:
@@ -791,6 +801,7 @@ class Membership:
             alive=alive, status=MemberStatus.ALIVE, incarnation=alive.incarnation, changed_at=now
         )
         self._members[alive.node] = member
+        self._tally += digest.entry_hash(alive, None)
         self._counts[MemberStatus.ALIVE] += 1
         self._insert_into_ring(alive.node)
         self._queue(alive, alive.node)
@@ -814,6 +825,7 @@ class Membership:
             status_claim=status if kind is not MemberStatus.ALIVE else None,
         )
         self._members[state.alive.node] = member
+        self._tally += digest.entry_hash(member.alive, member.status_claim)
         self._counts[kind] += 1
         self._insert_into_ring(state.alive.node)
         self._arm_gossip()  # a new gossip target (alive, or recently dead)
@@ -852,9 +864,11 @@ class Membership:
 
     def _announce(self, now: float, incarnation: int, *, broadcast: bool = True) -> None:
         self._incarnation = incarnation
+        self._tally -= digest.entry_hash(self._alive, None)
         self._alive = Alive.create(
             self._key, incarnation=incarnation, address=self._address, tags=self._tags
         )
+        self._tally += digest.entry_hash(self._alive, None)
         if broadcast:
             self._queue(self._alive, self.node_id)
 
@@ -896,6 +910,7 @@ class Membership:
         if self._members.get(member.node) is not member:
             return
         del self._members[member.node]
+        self._tally -= digest.entry_hash(member.alive, member.status_claim)
         self._counts[member.status] -= 1
         self._events.append(MemberEvent(EventKind.REAPED, member.info(), now))
 

@@ -28,6 +28,7 @@ def bootstrap_views(
     rng: random.Random,
     *,
     now: float,
+    tally: int,
 ) -> None:
     """Fill `core`'s member table with every ALIVE but its own, as `restore` would (all
     ALIVE, no events), and give it a probe ring: `ring` (every node id, in one shuffled
@@ -41,6 +42,9 @@ def bootstrap_views(
     as in a cluster that has run for a while; the core's constructor puts it within the
     unscaled 30 s, which at 10,000 nodes would make every node exchange its 10,000 members
     in the first half minute.
+
+    `tally` is `digest.tally` of the digest of `alives` (every node, all ALIVE): what each
+    core's table, itself included, adds up to. The caller computes it once for all nodes.
     """
     me = core.node_id
     members = dict(
@@ -61,6 +65,7 @@ def bootstrap_views(
     core._members = members
     core._counts = dict.fromkeys(MemberStatus, 0)
     core._counts[MemberStatus.ALIVE] = len(members)
+    core._tally = tally
     core._ring = ring
     core._ring_index = rng.randrange(len(ring)) if ring else 0
     interval = push_pull_interval(core.config.push_pull_interval_s, len(members) + 1)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import nacl.signing
 
+from nodenet.protocol import digest
 from nodenet.protocol.config import PROFILES, MembershipConfig
 from nodenet.protocol.entries import SignedEntry
 from nodenet.protocol.identity import NodeId
@@ -143,9 +144,10 @@ class Cluster:
         ring = [alive.node for alive in alives]
         rng = self.sim.fork_rng()
         rng.shuffle(ring)
+        tally = digest.tally(digest.entries((alive, None) for alive in alives))
         for node in self.nodes:
             node.seeds = seeds
-            bootstrap_views(node.core, alives, ring, rng, now=self.sim.now)
+            bootstrap_views(node.core, alives, ring, rng, now=self.sim.now, tally=tally)
             node.pump()  # re-arm the timer the push-pull phase moved
         self.recorder.bootstrap(n)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import nacl.signing
@@ -9,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nodenet.protocol import digest
+from nodenet.protocol.config import PROFILES
 from nodenet.protocol.identity import node_id_of
 from nodenet.protocol.members import MemberStatus
 from nodenet.protocol.membership import Datagram, Exchange, Membership
@@ -182,6 +184,7 @@ def test_given_tables_that_agree_then_the_exchange_is_a_tenth_of_a_full_one():
     exchange = periodic_push_pull(alice)
     reply = bob.answer_exchange(1.0, alice.node_id, exchange.request)
     assert [len(m.members) for m in reply] == [0]  # one empty PUSH_PULL, no digest
+    assert bob.stats.push_pulls_in_sync == 1  # found by the tally, no pass over the table
     assert alice.exchange_done(1.1, exchange.id, reply)
     assert not [o for o in alice.outputs() if isinstance(o, Datagram)]
 
@@ -189,6 +192,72 @@ def test_given_tables_that_agree_then_the_exchange_is_a_tenth_of_a_full_one():
     size = sum(len(encode_message(m)) for m in (*exchange.request, *reply))
     full_size = sum(len(encode_message(m)) for m in (*alice._push_pull_messages(join=False), *full))
     assert size * 4 < full_size, (size, full_size)
+
+
+def tally_of_table(m: Membership) -> int:
+    return digest.tally(digest.entries(m._pairs()))
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("claim"),
+            st.integers(2, len(KEYS) - 1),
+            *[st.integers(0, 3)] * 1,
+            st.integers(1, 4),
+            st.integers(0, 1),
+        ),
+        st.tuples(st.just("accuse_us"), st.integers(0, 5)),
+        st.tuples(st.just("wait"), st.floats(0.0, 100.0)),
+    ),
+    max_size=30,
+)
+
+
+@given(ops)
+def test_given_any_run_of_claims_then_the_tally_is_the_tally_of_the_table(steps):
+    """The kept tally follows every change (new member, newer ALIVE, suspicion, death, leave,
+    reaping, our own refutation), or an in-sync answer would hide a difference."""
+    config = dataclasses.replace(PROFILES["lan"], reap_after_s=60.0)
+    m = Membership(key=KEYS[0], address=HERE, now=0.0, rng=random.Random(3), config=config)
+    accuser = Alive.create(ACCUSER, incarnation=1, address=THERE)
+    now = 0.0
+    m.receive(now, accuser.node, THERE, accuser)
+    for step in steps:
+        if step[0] == "claim":
+            _, i, incarnation, code, bump = step
+            s = state(i, incarnation, code, bump)
+            m.receive(now, s.alive.node, THERE, s.alive)
+            if s.status is not None:
+                m.receive(now, node_id_of(ACCUSER), THERE, s.status)
+        elif step[0] == "accuse_us":
+            m.receive(
+                now,
+                accuser.node,
+                THERE,
+                Suspect.create(ACCUSER, node=m.node_id, incarnation=step[1]),
+            )
+        else:
+            now += step[1]
+            while (t := m.get_timer()) is not None and t <= now:
+                m.handle_timer(t)
+                for out in m.outputs():  # keep the accuser alive: it ACKs every probe
+                    for ping in (x for x in getattr(out, "messages", ()) if isinstance(x, Ping)):
+                        m.receive(t, ping.target, out.address, Ack(seq=ping.seq))
+        assert m._tally == tally_of_table(m)
+
+
+def test_given_tables_that_differ_in_one_state_then_they_are_not_answered_as_in_sync():
+    alice, bob = core(KEYS[0], HERE), core(KEYS[1], THERE)
+    for m, other in ((alice, bob), (bob, alice)):
+        m.receive(0.0, other.node_id, other.states()[0].alive.address, other.states()[0].alive)
+    alice.receive(0.0, node_id_of(KEYS[2]), THERE, state(2, 2, 1, 0).alive)
+    bob.receive(0.0, node_id_of(KEYS[2]), THERE, state(2, 1, 1, 0).alive)  # one older
+    exchange = periodic_push_pull(alice)
+    reply = bob.answer_exchange(1.0, alice.node_id, exchange.request)
+    assert bob.stats.push_pulls_in_sync == 0
+    wanted = [e for m in reply if isinstance(m, PushPullDigest) for e in m.members]
+    assert wanted == [(node_id_of(KEYS[2])[:8], 1, 1)]
 
 
 def test_given_a_responder_without_digests_then_its_full_answer_is_merged():

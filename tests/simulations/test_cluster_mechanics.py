@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from nodenet.protocol import digest
 from nodenet.protocol.members import MemberStatus
 from nodenet.protocol.membership import Membership
 from nodenet.simulations.cluster import Cluster
@@ -85,6 +86,8 @@ def test_given_a_bootstrap_then_every_node_holds_every_other_alive_as_restore_wo
     )
     restored.restore(0.0, [n.core.states()[0] for n in cluster.nodes])
     assert sorted(map(repr, restored.members())) == sorted(map(repr, first.core.members()))
+    for n in cluster.nodes:  # the tally the bootstrap hands every core is its table's
+        assert n.core._tally == digest.tally(digest.entries(n.core._pairs()))
     cluster.run(30)
     assert cluster.recorder.converged()
     assert cluster.converged()
