@@ -118,6 +118,7 @@ from nodenet.protocol.wire import WireCodec
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+from clusters import cpu_seconds  # noqa: E402  (benchmarks/clusters.py, beside this file)
 from support.daemons import (  # noqa: E402  (the test helpers live outside the package)
     DaemonProcess,
     api_client,
@@ -1044,6 +1045,9 @@ def run_catchup(
             )
         wait_until(fresh.ready, timeout=60, interval=0.02, what="fresh node API")
         ready = time.perf_counter()
+        assert holder.process is not None
+        pids = {"fresh": fresh.process.pid, "holder": holder.process.pid}
+        cpu_at_ready = {name: cpu_seconds(pid) for name, pid in pids.items()}
         held = 0.0
         timeline: list[tuple[float, float]] = []
         deadline = ready + max(profile.catchup_wait_s, 30 * bound_s)
@@ -1054,6 +1058,7 @@ def run_catchup(
                 break
             time.sleep(METRICS_POLL_S)
         done = time.perf_counter()
+        cpu = {name: cpu_seconds(pid) - cpu_at_ready[name] for name, pid in pids.items()}
         caught_up = held >= total
         if spy is not None:
             spy.send_signal(signal.SIGINT)
@@ -1084,6 +1089,7 @@ def run_catchup(
             "half_s": half,
             "timeline": timeline[:: max(1, len(timeline) // 50)],
             "transfer_batch": TRANSFER_BATCH,
+            "cpu_s": cpu,
             "fresh": {
                 "stored": stored,
                 "duplicates": duplicates,
@@ -1143,6 +1149,11 @@ def catchup_table(r: dict[str, Any]) -> str:
             f" {r['rate_per_s'] / r['verify_rate_per_s']:.2f} × raw verify)"
             + ("" if r["caught_up"] else f" — NOT caught up: {r['held']:,.0f} held")
             + ("" if r["half_s"] is None else f"; half of them after {r['half_s']:.1f} s"),
+            f"   CPU from API up to all held: fresh {r['cpu_s']['fresh']:.1f} s, holder"
+            f" {r['cpu_s']['holder']:.1f} s, together"
+            f" {sum(r['cpu_s'].values()) / r['catchup_s']:.2f} of the 2 cores;"
+            f" verifying {n:,} entries alone is"
+            f" {n / (r['verify_rate_per_s'] / 2):.1f} CPU-s (one thread at half the 2-thread rate)",
             f"   transfers: fresh pulled {f['pulled']:,.0f} in {f['sync_sessions']:.0f} sync"
             f" sessions ({f['sync_rounds']:.0f} rounds, {f['sync_bytes'] / 1e6:.1f} MB),"
             f" holder pushed {h['pushed']:,.0f} ({h['sync_sessions']:.0f} sessions);"
