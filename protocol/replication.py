@@ -37,6 +37,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -171,7 +172,7 @@ class Replicator:
         self._outputs: list[Output] = []
         self._timers: list[tuple[float, int, NodeId | object | None]] = []
         self._order = itertools.count()
-        self._recent: dict[bytes, None] = {}
+        self._recent: OrderedDict[bytes, None] = OrderedDict()
         """`RECENT_IDS` ids held here, oldest first."""
         self.copies_skipped = 0
         """Gossiped entries dropped unverified: already held here."""
@@ -266,10 +267,12 @@ class Replicator:
         expired): drop gossiped copies of them without asking the driver to verify them."""
         recent = self._recent
         for item_id in ids:
-            recent.pop(item_id, None)
             recent[item_id] = None
+            recent.move_to_end(item_id)
         while len(recent) > RECENT_IDS:
-            del recent[next(iter(recent))]
+            # O(1): a plain dict's first key is found by walking past the slots of every
+            # key deleted before it (they stay until it resizes), O(n) per call.
+            recent.popitem(last=False)
 
     def stored(self, now: float, entries: Sequence[SignedEntry]) -> None:
         """Entries from peers became new heads here: pass them on (the epidemic)."""

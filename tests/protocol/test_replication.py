@@ -9,10 +9,20 @@ import random
 import nacl.signing
 import pytest
 
+from nodenet.protocol.entries import entry_id
 from nodenet.protocol.identity import NodeId, node_id_of
 from nodenet.protocol.members import EventKind, MemberEvent
 from nodenet.protocol.membership import Datagram, Exchange, Membership
-from nodenet.protocol.messages import Address, Alive, Leave, Message, Ping, ShortPing, StoreSummary
+from nodenet.protocol.messages import (
+    Address,
+    Alive,
+    Entry,
+    Leave,
+    Message,
+    Ping,
+    ShortPing,
+    StoreSummary,
+)
 from nodenet.protocol.reconcile import (
     INFINITY,
     MIN_BOUND,
@@ -21,7 +31,9 @@ from nodenet.protocol.reconcile import (
     Reconciler,
 )
 from nodenet.protocol.replication import (
+    RECENT_IDS,
     CompareSummary,
+    Ingest,
     ReplicationConfig,
     Replicator,
     SendSummary,
@@ -329,3 +341,26 @@ def test_given_one_store_behind_in_a_cluster_then_summaries_repair_it_within_a_f
     mesh = Mesh([shared | items(100, 110), set(shared), set(shared), set(shared)], seed=11)
     mesh.run(10 * INTERVAL)
     assert mesh.converged()
+
+
+def test_given_more_entries_held_than_remembered_then_the_least_recently_held_are_forgotten():
+    """Gossiped copies of recently held entries are dropped unverified; the memory of them
+    is bounded (`RECENT_IDS`) and forgets the entry held longest ago first."""
+    r = node(0, [1])
+    blobs = [i.to_bytes(4, "big") for i in range(RECENT_IDS + 2)]
+    r.held(entry_id(b) for b in blobs[:RECENT_IDS])  # full
+    r.held([entry_id(blobs[0])])  # held again: now the most recent
+    r.held(entry_id(b) for b in blobs[RECENT_IDS:])  # two more: blobs[1] and [2] forgotten
+    r.outputs()
+
+    def verified(blob: bytes) -> bool:
+        r.receive(1.0, IDS[1], ADDRESSES[1], Entry(entry=blob))
+        return any(isinstance(o, Ingest) for o in r.outputs())
+
+    assert [verified(blobs[i]) for i in (0, 1, 2, 3, RECENT_IDS + 1)] == [
+        False,
+        True,
+        True,
+        False,
+        False,
+    ]
