@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from nodenet.protocol import digest
 from nodenet.protocol.config import PROFILES
-from nodenet.protocol.identity import node_id_of
+from nodenet.protocol.identity import node_id_of, verify
 from nodenet.protocol.members import MemberStatus
 from nodenet.protocol.membership import Datagram, Exchange, Membership
 from nodenet.protocol.messages import (
@@ -26,7 +26,9 @@ from nodenet.protocol.messages import (
     PushPull,
     PushPullDigest,
     Suspect,
+    decode_message,
     encode_message,
+    unpack,
 )
 
 KEYS = [nacl.signing.SigningKey(bytes([0x40 + i]) * 32) for i in range(6)]
@@ -185,6 +187,12 @@ def test_given_tables_that_agree_then_the_exchange_is_a_tenth_of_a_full_one():
     reply = bob.answer_exchange(1.0, alice.node_id, exchange.request)
     assert [len(m.members) for m in reply] == [0]  # one empty PUSH_PULL, no digest
     assert bob.stats.push_pulls_in_sync == 1  # found by the tally, no pass over the table
+    # The same digest as bob's daemon would see it, decoded from the wire.
+    wire = [
+        decode_message(unpack(encode_message(m), max_len=1 << 20), verify) for m in exchange.request
+    ]
+    assert [len(m.members) for m in bob.answer_exchange(1.0, alice.node_id, wire)] == [0]
+    assert bob.stats.push_pulls_in_sync == 2
     assert alice.exchange_done(1.1, exchange.id, reply)
     assert not [o for o in alice.outputs() if isinstance(o, Datagram)]
 
