@@ -117,7 +117,7 @@ FULL = Profile(
     converge_runs=3,
     idle_s=60.0,
     settle_s=5.0,
-    kills=2,
+    kills=6,
     cli_runs=20,
     budget_s=900,
 )
