@@ -14,7 +14,8 @@ from nodenet.simulations.links import LinkModel
 
 
 class CountedMembership(Membership):
-    """The core, checking after every input that its O(1) counts equal a recount."""
+    """The core, checking after every input that its O(1) counts and its digest tally equal
+    a recount."""
 
     checks = 0
 
@@ -23,6 +24,7 @@ class CountedMembership(Membership):
         assert self.status_counts() == {s: counts[s] for s in MemberStatus}
         live = counts[MemberStatus.ALIVE] + counts[MemberStatus.SUSPECT]
         assert self.cluster_size() == 1 + live
+        assert self._tally == digest.tally(digest.entries(self._pairs()))
         CountedMembership.checks += 1
 
     def receive(self, *args, **kwargs):
@@ -48,7 +50,7 @@ class CountedMembership(Membership):
             self._check()
 
 
-def test_given_crashes_joins_restarts_and_leaves_then_the_member_counts_stay_exact():
+def test_given_crashes_joins_restarts_and_leaves_then_the_member_counts_and_tally_stay_exact():
     cluster = Cluster(1, link=LinkModel(loss=0.05), core_class=CountedMembership)
     cluster.start(20)
     cluster.run(20)
