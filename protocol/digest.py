@@ -29,8 +29,10 @@ finding a second node id with a given member's prefix costs ~2^64 key generation
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 
 from nodenet.protocol.messages import (
     DIGEST_PREFIX_LEN,
@@ -52,8 +54,10 @@ __all__ = [
     "digest",
     "entries",
     "entry_hash",
+    "in_sync",
     "rank",
     "rank_of",
+    "table_tally",
     "tally",
     "wanted_states",
 ]
@@ -63,6 +67,8 @@ UNKNOWN = 0
 WANTED_LIMIT = 256
 """Entries an answer asks for at most: the requester sends only 64 states per push-pull."""
 _CODES: dict[type, int] = {type(None): 1, Suspect: 2, Dead: 3, Leave: 4}
+_HASH_MODULUS = sys.hash_info.modulus
+_INCARNATION = itemgetter(1)
 _HIGHEST_CODE = 4
 
 
@@ -103,8 +109,13 @@ def entries(pairs: Iterable[Pair]) -> list[DigestEntry]:
 
 
 def entry_hash(alive: Alive, status: Suspect | Dead | Leave | None) -> int:
-    """The hash of a member's digest entry: what it adds to its table's `tally`."""
-    return hash((alive.node[:DIGEST_PREFIX_LEN], alive.incarnation, _CODES[type(status)]))
+    """The hash of a member's digest entry: what it adds to its table's `tally`.
+
+    `hash` of an int is the int modulo `_HASH_MODULUS` (2^61 − 1), so incarnations that far
+    apart would hash alike; an entry at or above it is hashed apart (with a marker), and
+    `in_sync` never trusts a digest holding one: such tables are compared in full."""
+    entry = (alive.node[:DIGEST_PREFIX_LEN], alive.incarnation, _CODES[type(status)])
+    return hash(entry) if alive.incarnation < _HASH_MODULUS else hash((*entry, None))
 
 
 def tally(entries: Iterable[DigestEntry]) -> int:
@@ -113,6 +124,22 @@ def tally(entries: Iterable[DigestEntry]) -> int:
     then the exchange sends nothing it should have and the next one (another partner)
     does. Only comparable within one process: `hash` of bytes is salted per process."""
     return sum(map(hash, entries))
+
+
+def table_tally(pairs: Iterable[Pair]) -> int:
+    """The tally of a table as its holder keeps it: `entry_hash` summed over its states."""
+    return sum(entry_hash(alive, status) for alive, status in pairs)
+
+
+def in_sync(theirs: Sequence[DigestEntry], count: int, ours: int) -> bool:
+    """Whether a requester's digest describes our table, which has `count` entries and the
+    tally `ours` (kept as states change, from `entry_hash`): then the answer is empty.
+    C-speed passes over `theirs`, no dict per member."""
+    return (
+        len(theirs) == count
+        and tally(theirs) == ours
+        and (not theirs or max(map(_INCARNATION, theirs)) < _HASH_MODULUS)
+    )
 
 
 def _messages(entries: Sequence[DigestEntry]) -> tuple[PushPullDigest, ...]:

@@ -212,7 +212,7 @@ class Membership:
         self._datagram_budget = max_datagram_size - MAX_ENVELOPE_OVERHEAD
         self._members: dict[NodeId, Member] = {}
         self._tally = digest.entry_hash(self._alive, None)
-        """`digest.tally` of our digest (ourselves and every member), kept exact on every
+        """`digest.table_tally` of our table (ourselves and every member), kept exact on every
         change: an exchange with a table that agrees costs no pass over ours."""
         self._counts = dict.fromkeys(MemberStatus, 0)
         """Members in each status, kept exact on every change: `cluster_size()` is O(1)."""
@@ -402,7 +402,7 @@ class Membership:
                 # An honest digest is as long as the sender's table, about ours: a much
                 # longer one is a flood, refused before it costs a dict entry per member.
                 return (Error(code="too_large", message=f"digest of {len(theirs)} members"),)
-            if len(theirs) == len(self._members) + 1 and digest.tally(theirs) == self._tally:
+            if digest.in_sync(theirs, len(self._members) + 1, self._tally):
                 self.stats.push_pulls_in_sync += 1
                 return self._chunked((), join=False)  # the tables agree
             send, wanted = digest.answer(self._pairs(), theirs)

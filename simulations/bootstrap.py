@@ -43,7 +43,7 @@ def bootstrap_views(
     unscaled 30 s, which at 10,000 nodes would make every node exchange its 10,000 members
     in the first half minute.
 
-    `tally` is `digest.tally` of the digest of `alives` (every node, all ALIVE): what each
+    `tally` is `digest.table_tally` of `alives` (every node, all ALIVE): what each
     core's table, itself included, adds up to. The caller computes it once for all nodes.
     """
     me = core.node_id

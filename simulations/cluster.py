@@ -144,7 +144,7 @@ class Cluster:
         ring = [alive.node for alive in alives]
         rng = self.sim.fork_rng()
         rng.shuffle(ring)
-        tally = digest.tally(digest.entries((alive, None) for alive in alives))
+        tally = digest.table_tally((alive, None) for alive in alives)
         for node in self.nodes:
             node.seeds = seeds
             bootstrap_views(node.core, alives, ring, rng, now=self.sim.now, tally=tally)

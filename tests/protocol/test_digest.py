@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import sys
 
 import nacl.signing
 from hypothesis import given
@@ -203,7 +204,7 @@ def test_given_tables_that_agree_then_the_exchange_is_a_tenth_of_a_full_one():
 
 
 def tally_of_table(m: Membership) -> int:
-    return digest.tally(digest.entries(m._pairs()))
+    return digest.table_tally(m._pairs())
 
 
 ops = st.lists(
@@ -266,6 +267,21 @@ def test_given_tables_that_differ_in_one_state_then_they_are_not_answered_as_in_
     assert bob.stats.push_pulls_in_sync == 0
     wanted = [e for m in reply if isinstance(m, PushPullDigest) for e in m.members]
     assert wanted == [(node_id_of(KEYS[2])[:8], 1, 1)]
+
+
+def test_given_incarnations_2_61_minus_1_apart_then_the_tables_are_not_taken_as_in_sync():
+    """`hash` of an int is taken modulo 2^61 − 1: incarnations that far apart hash alike, so a
+    table holding one is never trusted to a tally."""
+    modulus = sys.hash_info.modulus
+    low = state(2, 5, 1, 0)
+    high = MemberState(
+        Alive.create(KEYS[2], incarnation=5 + modulus, address=Address("127.0.0.1", 7002))
+    )
+    assert hash(digest.entries(pairs([low]))[0]) == hash(digest.entries(pairs([high]))[0])
+    for ours, theirs in ((low, high), (high, low)):
+        kept = digest.table_tally(pairs([ours]))
+        assert not digest.in_sync(digest.entries(pairs([theirs])), 1, kept)
+    assert digest.in_sync(digest.entries(pairs([low])), 1, digest.table_tally(pairs([low])))
 
 
 def test_given_a_responder_without_digests_then_its_full_answer_is_merged():

@@ -24,7 +24,7 @@ class CountedMembership(Membership):
         assert self.status_counts() == {s: counts[s] for s in MemberStatus}
         live = counts[MemberStatus.ALIVE] + counts[MemberStatus.SUSPECT]
         assert self.cluster_size() == 1 + live
-        assert self._tally == digest.tally(digest.entries(self._pairs()))
+        assert self._tally == digest.table_tally(self._pairs())
         CountedMembership.checks += 1
 
     def receive(self, *args, **kwargs):
@@ -89,7 +89,7 @@ def test_given_a_bootstrap_then_every_node_holds_every_other_alive_as_restore_wo
     restored.restore(0.0, [n.core.states()[0] for n in cluster.nodes])
     assert sorted(map(repr, restored.members())) == sorted(map(repr, first.core.members()))
     for n in cluster.nodes:  # the tally the bootstrap hands every core is its table's
-        assert n.core._tally == digest.tally(digest.entries(n.core._pairs()))
+        assert n.core._tally == digest.table_tally(n.core._pairs())
     cluster.run(30)
     assert cluster.recorder.converged()
     assert cluster.converged()
