@@ -174,7 +174,8 @@ def _consensus(nodes: list[DevNode]) -> dict[str, str]:
 
 
 def _watch(nodes: list[DevNode], run_for: float | None, started: float) -> None:
-    shown: dict[str, str] = {}
+    shown: dict[str, tuple[str, int]] = {}
+    """Per node, the status last printed and how many other nodes saw it then."""
     running = {n.name: True for n in nodes}
     while run_for is None or time.monotonic() - started < run_for:
         for node in nodes:
@@ -186,16 +187,17 @@ def _watch(nodes: list[DevNode], run_for: float | None, started: float) -> None:
             view = _peers(node) if alive else None
             node.view = view or {}
         for name, status in sorted(_consensus(nodes).items()):
-            if shown.get(name) != status:
-                before = shown.get(name)
-                shown[name] = status
-                change = f"{before} → {status}" if before else status
-                voters = sum(1 for n in nodes if name in n.view)
-                who = "1 other node sees" if voters == 1 else f"{voters} other nodes see"
-                print(
-                    f"{time.monotonic() - started:7.1f}s  {name}: {change}  (as {who} it)",
-                    flush=True,
-                )
+            voters = sum(1 for n in nodes if name in n.view)
+            before, seen_by = shown.get(name, (None, 0))
+            if (before, seen_by) == (status, voters):
+                continue
+            shown[name] = (status, voters)
+            who = "1 other node sees" if voters == 1 else f"{voters} other nodes see"
+            if before == status:  # more (or fewer) nodes have heard of it: joins spreading
+                line = f"{name}: {status}  (now {who} it)"
+            else:
+                line = f"{name}: {f'{before} → {status}' if before else status}  (as {who} it)"
+            print(f"{time.monotonic() - started:7.1f}s  {line}", flush=True)
         time.sleep(POLL_S)
 
 
