@@ -175,7 +175,7 @@ def _consensus(nodes: list[DevNode]) -> dict[str, str]:
 
 def _watch(nodes: list[DevNode], run_for: float | None, started: float) -> None:
     shown: dict[str, tuple[str, int]] = {}
-    """Per node, the status last printed and how many other nodes saw it then."""
+    """Per node, the status last printed and the most other nodes seen to hold it since."""
     running = {n.name: True for n in nodes}
     while run_for is None or time.monotonic() - started < run_for:
         for node in nodes:
@@ -189,11 +189,11 @@ def _watch(nodes: list[DevNode], run_for: float | None, started: float) -> None:
         for name, status in sorted(_consensus(nodes).items()):
             voters = sum(1 for n in nodes if name in n.view)
             before, seen_by = shown.get(name, (None, 0))
-            if (before, seen_by) == (status, voters):
-                continue
+            if before == status and voters <= seen_by:
+                continue  # fewer: a node stopped (printed above) or missed one poll
             shown[name] = (status, voters)
             who = "1 other node sees" if voters == 1 else f"{voters} other nodes see"
-            if before == status:  # more (or fewer) nodes have heard of it: joins spreading
+            if before == status:  # more nodes have heard of it: the join spreading
                 line = f"{name}: {status}  (now {who} it)"
             else:
                 line = f"{name}: {f'{before} → {status}' if before else status}  (as {who} it)"
