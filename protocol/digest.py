@@ -68,6 +68,7 @@ WANTED_LIMIT = 256
 """Entries an answer asks for at most: the requester sends only 64 states per push-pull."""
 _CODES: dict[type, int] = {type(None): 1, Suspect: 2, Dead: 3, Leave: 4}
 _HASH_MODULUS = sys.hash_info.modulus
+_PREFIX = itemgetter(0)
 _INCARNATION = itemgetter(1)
 _HIGHEST_CODE = 4
 
@@ -120,9 +121,11 @@ def entry_hash(alive: Alive, status: Suspect | Dead | Leave | None) -> int:
 
 def tally(entries: Iterable[DigestEntry]) -> int:
     """An order-free checksum of a digest: the sum of its entries' hashes. Equal digests
-    (as multisets) have equal tallies; unequal ones collide with probability ~2^-64, and
-    then the exchange sends nothing it should have and the next one (another partner)
-    does. Only comparable within one process: `hash` of bytes is salted per process."""
+    (as multisets) have equal tallies; unequal ones collide with probability ~2^-64 (on a
+    64-bit build), and then exchanges between these two tables send nothing they should
+    have for as long as both stay as they are; exchanges with other members, and gossip,
+    still carry the states. Only comparable within one process: `hash` of bytes is salted
+    per process."""
     return sum(map(hash, entries))
 
 
@@ -133,12 +136,17 @@ def table_tally(pairs: Iterable[Pair]) -> int:
 
 def in_sync(theirs: Sequence[DigestEntry], count: int, ours: int) -> bool:
     """Whether a requester's digest describes our table, which has `count` entries and the
-    tally `ours` (kept as states change, from `entry_hash`): then the answer is empty.
-    C-speed passes over `theirs`, no dict per member."""
+    tally `ours` (kept as states change, from `entry_hash`): then `answer` would send and
+    want nothing. C-speed passes over `theirs`, no dict per member.
+
+    Only for distinct prefixes: `answer` compares each member with every entry of its
+    prefix, so two members sharing one (A@2, B@1 here, A@1, B@2 there) make equal digests
+    of unequal tables. Equal digests have a repeated prefix exactly when both tables do."""
     return (
         len(theirs) == count
         and tally(theirs) == ours
         and (not theirs or max(map(_INCARNATION, theirs)) < _HASH_MODULUS)
+        and len(set(map(_PREFIX, theirs))) == count
     )
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from nodenet.protocol import digest
 from nodenet.protocol.config import PROFILES
-from nodenet.protocol.identity import node_id_of, verify
+from nodenet.protocol.identity import NodeId, node_id_of, verify
 from nodenet.protocol.members import MemberStatus
 from nodenet.protocol.membership import Datagram, Exchange, Membership
 from nodenet.protocol.messages import (
@@ -210,13 +210,15 @@ def tally_of_table(m: Membership) -> int:
 ops = st.lists(
     st.one_of(
         st.tuples(
-            st.just("claim"),
+            st.sampled_from(["claim", "pushed", "restored"]),
             st.integers(2, len(KEYS) - 1),
-            *[st.integers(0, 3)] * 1,
+            st.integers(0, 3),
             st.integers(1, 4),
             st.integers(0, 1),
         ),
+        st.tuples(st.just("huge"), st.integers(2, len(KEYS) - 1), st.integers(0, 3)),
         st.tuples(st.just("accuse_us"), st.integers(0, 5)),
+        st.tuples(st.just("restore_us"), st.integers(0, 8)),
         st.tuples(st.just("wait"), st.floats(0.0, 100.0)),
     ),
     max_size=30,
@@ -226,7 +228,8 @@ ops = st.lists(
 @given(ops)
 def test_given_any_run_of_claims_then_the_tally_is_the_tally_of_the_table(steps):
     """The kept tally follows every change (new member, newer ALIVE, suspicion, death, leave,
-    reaping, our own refutation), or an in-sync answer would hide a difference."""
+    reaping, our own refutation; by gossip, by PUSH_PULL, by `restore`, tombstones of members
+    never seen, incarnations past 2^61 − 1), or an in-sync answer would hide a difference."""
     config = dataclasses.replace(PROFILES["lan"], reap_after_s=60.0)
     m = Membership(key=KEYS[0], address=HERE, now=0.0, rng=random.Random(3), config=config)
     accuser = Alive.create(ACCUSER, incarnation=1, address=THERE)
@@ -239,6 +242,24 @@ def test_given_any_run_of_claims_then_the_tally_is_the_tally_of_the_table(steps)
             m.receive(now, s.alive.node, THERE, s.alive)
             if s.status is not None:
                 m.receive(now, node_id_of(ACCUSER), THERE, s.status)
+        elif step[0] == "pushed":  # a PUSH_PULL datagram: tombstones of strangers too
+            _, i, incarnation, code, bump = step
+            push = PushPull(join=False, members=(state(i, incarnation, code, bump),))
+            m.receive(now, accuser.node, THERE, push)
+        elif step[0] == "restored":
+            _, i, incarnation, code, bump = step
+            m.restore(now, [state(i, incarnation, code, bump)])
+        elif step[0] == "huge":  # hashes like incarnation k: must still tally apart
+            _, i, k = step
+            huge = Alive.create(
+                KEYS[i],
+                incarnation=sys.hash_info.modulus + k,
+                address=Address("127.0.0.1", 7000 + i),
+            )
+            m.receive(now, huge.node, THERE, huge)
+        elif step[0] == "restore_us":
+            ours = Alive.create(KEYS[0], incarnation=step[1], address=HERE)
+            m.restore(now, [MemberState(ours)])
         elif step[0] == "accuse_us":
             m.receive(
                 now,
@@ -282,6 +303,46 @@ def test_given_incarnations_2_61_minus_1_apart_then_the_tables_are_not_taken_as_
         kept = digest.table_tally(pairs([ours]))
         assert not digest.in_sync(digest.entries(pairs([theirs])), 1, kept)
     assert digest.in_sync(digest.entries(pairs([low])), 1, digest.table_tally(pairs([low])))
+
+
+@dataclasses.dataclass(frozen=True)
+class Claimed:
+    """What the digest functions read of an ALIVE, for node ids chosen to share prefixes."""
+
+    node: NodeId
+    incarnation: int
+
+
+SHARED = [NodeId(bytes([1 + i % 2]) * 8 + bytes([i]) * 24) for i in range(4)]  # 0~2, 1~3
+DEAD = {
+    (i, n): Dead.create(ACCUSER, node=SHARED[i], incarnation=n) for i in range(4) for n in range(3)
+}
+shared_tables = st.dictionaries(st.integers(0, 3), st.tuples(st.integers(0, 2), st.booleans()))
+
+
+def shared_pairs(table: dict[int, tuple[int, bool]]) -> list[digest.Pair]:
+    return [
+        (Claimed(SHARED[i], n), DEAD[i, n] if dead else None)  # type: ignore[misc]
+        for i, (n, dead) in sorted(table.items())
+    ]
+
+
+@given(shared_tables, shared_tables)
+def test_given_any_two_tables_when_in_sync_then_the_full_comparison_finds_nothing(a, b):
+    """The shortcut never skips what `answer` would send or ask for, prefixes shared or not."""
+    ours, theirs = shared_pairs(b), digest.entries(shared_pairs(a))
+    if digest.in_sync(theirs, len(ours), digest.table_tally(ours)):
+        assert digest.answer(ours, theirs) == ([], ())
+
+
+def test_given_two_members_sharing_a_prefix_then_swapped_states_are_not_in_sync():
+    ours = shared_pairs({0: (2, False), 2: (1, False)})  # SHARED[0] and [2] share a prefix
+    theirs = digest.entries(shared_pairs({0: (1, False), 2: (2, False)}))
+    assert sorted(theirs) == sorted(digest.entries(ours))  # equal digests of unequal tables
+    assert not digest.in_sync(theirs, len(ours), digest.table_tally(ours))
+    send, wanted = digest.answer(ours, theirs)
+    assert send  # what the full comparison finds: our newer state of one ...
+    assert wanted  # ... and theirs of the other
 
 
 def test_given_a_responder_without_digests_then_its_full_answer_is_merged():
