@@ -81,8 +81,12 @@ class StoreConfig:
     """Bound on one reconciliation session (a fresh node facing a large store needs many
     rounds: one per ~8,000 ids it lacks)."""
     max_sync_rounds: int = 256
-    sync_pulls_in_flight: int = 3
-    """Transfer conversations at once in each direction (pulls, pushes) after a sync."""
+    sync_pulls_in_flight: int = 8
+    """Transfer conversations at once in each direction (pulls, pushes) after a sync, each
+    until its batch is stored: also what bounds the entries held in memory while a replica
+    far behind catches up (≤ this × `TRANSFER_BATCH`). Enough to keep the verify threads
+    busy while other batches wait for their commit (catch-up of 100,000 entries: 3 → 8 took
+    ~8.2 → ~7.3 s, more gained nothing)."""
     gc_interval_s: float = 3600.0
 
 
@@ -365,16 +369,19 @@ class StoreService:
     async def _pull_batch(
         self, address: Address, batch: Sequence[bytes], limit: trio.CapacityLimiter
     ) -> None:
+        # The slot is held until the batch is stored, as a push's is: a replica far behind
+        # must not hold in memory everything it has fetched but not yet verified (the
+        # network outruns Ed25519 several times over).
         async with limit:
             reply, failure = await self.membership.request(
                 address, [EntryRequest(ids=tuple(batch))]
             )
-        if reply is None:
-            log.debug("pull of %d entries from %s failed: %s", len(batch), address, failure)
-            return
-        blobs = [m.entry for m in reply if isinstance(m, Entry)]
-        self.stats.pulled += len(blobs)
-        await self.ingest(blobs)
+            if reply is None:
+                log.debug("pull of %d entries from %s failed: %s", len(batch), address, failure)
+                return
+            blobs = [m.entry for m in reply if isinstance(m, Entry)]
+            self.stats.pulled += len(blobs)
+            await self.ingest(blobs)
 
     async def _push_batch(
         self, address: Address, batch: Sequence[bytes], limit: trio.CapacityLimiter
