@@ -80,7 +80,7 @@ to make for every member than a `MemberState`)."""
 
 def rank(state: MemberState) -> tuple[int, int]:
     """`rank_of` a `MemberState`."""
-    return state.alive.incarnation, _CODES[type(state.status)]
+    return rank_of(state.alive, state.status)
 
 
 def rank_of(alive: Alive, status: Suspect | Dead | Leave | None) -> tuple[int, int]:
@@ -101,7 +101,7 @@ def digest(pairs: Iterable[Pair]) -> tuple[PushPullDigest, ...]:
 
 
 def entries(pairs: Iterable[Pair]) -> list[DigestEntry]:
-    """The digest entry of each member."""
+    """The digest entry of each member (`rank_of` inlined: once per member per push-pull)."""
     codes = _CODES
     return [
         (alive.node[:DIGEST_PREFIX_LEN], alive.incarnation, codes[type(status)])
@@ -115,7 +115,7 @@ def entry_hash(alive: Alive, status: Suspect | Dead | Leave | None) -> int:
     `hash` of an int is the int modulo `_HASH_MODULUS` (2^61 − 1), so incarnations that far
     apart would hash alike; an entry at or above it is hashed apart (with a marker), and
     `in_sync` never trusts a digest holding one: such tables are compared in full."""
-    entry = (alive.node[:DIGEST_PREFIX_LEN], alive.incarnation, _CODES[type(status)])
+    entry = (alive.node[:DIGEST_PREFIX_LEN], *rank_of(alive, status))
     return hash(entry) if alive.incarnation < _HASH_MODULUS else hash((*entry, None))
 
 
