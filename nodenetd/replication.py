@@ -454,22 +454,25 @@ class StoreService:
         pulling, pushing = (
             trio.CapacityLimiter(self.config.sync_pulls_in_flight) for _ in range(2)
         )
-        pulled: set[bytes] = set()
-        pushed: set[bytes] = set()
+        to_pull: list[bytes] = []
+        to_push: list[bytes] = []
         async with trio.open_nursery() as transfers:
 
             def transfer_known(*, final: bool) -> None:
-                for known, done, limit, send in (
-                    (reconciler.need, pulled, pulling, self._pull_batch),
-                    (reconciler.have, pushed, pushing, self._push_batch),
+                """Start the full batches of what the session has taught us (all of it once
+                `final`); a partial batch waits for the next round."""
+                need, have = reconciler.take_learned()
+                for learned, waiting, limit, send in (
+                    (need, to_pull, pulling, self._pull_batch),
+                    (have, to_push, pushing, self._push_batch),
                 ):
-                    fresh = sorted(known - done)
-                    if not final:
-                        fresh = fresh[: len(fresh) - len(fresh) % TRANSFER_BATCH]
-                    done.update(fresh)
-                    for start in range(0, len(fresh), TRANSFER_BATCH):
-                        batch = fresh[start : start + TRANSFER_BATCH]
+                    waiting.extend(learned)
+                    waiting.sort()
+                    ready = len(waiting) if final else len(waiting) - len(waiting) % TRANSFER_BATCH
+                    for start in range(0, ready, TRANSFER_BATCH):
+                        batch = waiting[start : min(start + TRANSFER_BATCH, ready)]
                         transfers.start_soon(send, address, batch, limit)
+                    del waiting[:ready]
 
             outcome = await self._reconcile(address, conn, reconciler, step, transfer_known)
             if outcome == "declined":

@@ -283,6 +283,42 @@ def test_property_either_side_may_initiate(sets, initiator_first):
         check_exact(session(b, a), ids(b_items), ids(a_items))
 
 
+@settings(max_examples=60)
+@given(sets=set_pairs(), config=configs)
+def test_property_take_learned_returns_each_difference_once_as_the_session_goes(sets, config):
+    # What the daemon does to start transfers during a long session: take what each
+    # message taught each side; together the takes are exactly `need` and `have`.
+    shared, a_items, b_items = sets
+    ends = [
+        Reconciler(MemoryItemSource(shared + a_items), **config),
+        Reconciler(MemoryItemSource(shared + b_items), **config),
+    ]
+    taken: list[tuple[list[bytes], list[bytes]]] = [([], []), ([], [])]
+
+    def take(side: int) -> None:
+        need, have = ends[side].take_learned()
+        taken[side][0].extend(need)
+        taken[side][1].extend(have)
+
+    message: bytes | None = ends[0].initiate()
+    side, messages = 1, 0
+    while message is not None:
+        messages += 1
+        assert messages < MAX_MESSAGES, "reconciliation does not terminate"
+        message = ends[side].receive(message)
+        take(side)
+        side = 1 - side
+
+    for end, (need, have) in zip(ends, taken, strict=True):
+        assert len(need) == len(set(need))
+        assert len(have) == len(set(have))
+        assert set(need) == end.need
+        assert set(have) == end.have
+        assert end.take_learned() == ([], [])
+    assert set(taken[0][1]) == ids(a_items)
+    assert set(taken[0][0]) == ids(b_items)
+
+
 @pytest.mark.slow
 def test_given_many_random_sessions_with_tight_and_loose_settings_then_all_are_exact():
     rng = random.Random(13)
