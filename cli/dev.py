@@ -153,7 +153,7 @@ def _print_intro(nodes: list[DevNode], root: Path) -> None:
             f"{node.name:<{width}}  127.0.0.1:{node.port:<5}  {node.process.pid:>7}  {node.socket}"
         )
     print("\nTry, in another terminal:")
-    print(f"  {cli} --api {nodes[0].socket} peers")
+    print(f"  {cli} peers --api {nodes[0].socket}")
     print(f"  export NODENET_API={nodes[-1].socket}; {cli} status")
     if len(nodes) > 1:
         victim = nodes[-1]
@@ -202,6 +202,11 @@ def _watch(nodes: list[DevNode], run_for: float | None, started: float) -> None:
 
 
 def _stop(nodes: list[DevNode]) -> None:
+    """Stop every node: those we started, and daemons restarted by hand on a node's state
+    directory (the tour does that), which would otherwise outlive the cluster, its ports
+    and, without --keep, its directory."""
+    from nodenet.daemon.lock import lock_holder
+
     for node in nodes:
         if node.running():
             assert node.process is not None
@@ -215,6 +220,23 @@ def _stop(nodes: list[DevNode]) -> None:
         except subprocess.TimeoutExpired:
             node.process.kill()
             node.process.wait()
+    strays = [(node, pid) for node in nodes if (pid := lock_holder(node.directory))]
+    for node, pid in strays:
+        print(f"stopping {node.name} (pid {pid}, started outside nodenet dev)")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for node, pid in strays:
+        killed = False
+        while lock_holder(node.directory) == pid:
+            if time.monotonic() > deadline:
+                if killed:
+                    print(f"{node.name} (pid {pid}) did not stop", file=sys.stderr)
+                    break
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                killed, deadline = True, time.monotonic() + 5
+            time.sleep(0.1)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "StateLock",
     "acquire_state_lock",
     "claim_socket_path",
+    "lock_holder",
 ]
 
 LOCK_FILE_NAME = "lock"
@@ -118,6 +119,24 @@ def acquire_state_lock(state_dir: Path) -> StateLock:
             " writable and not full"
         ) from exc
     return StateLock(path, fd)
+
+
+def lock_holder(state_dir: Path) -> int | None:
+    """The pid of the daemon holding `state_dir`, or None if no process holds it (or the
+    holder wrote no pid). Changes nothing; a missing lock file means nobody holds it."""
+    try:
+        fd = os.open(state_dir / LOCK_FILE_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_pid(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # also drops the shared lock we may have taken
+    return None
 
 
 def claim_socket_path(path: Path) -> None:

@@ -22,6 +22,7 @@ from nodenet.daemon.lock import (
     SocketPathInUse,
     acquire_state_lock,
     claim_socket_path,
+    lock_holder,
 )
 
 CHILD_TAKES_LOCK = """
@@ -117,6 +118,31 @@ def test_given_a_holder_killed_with_sigkill_when_locking_then_the_lock_is_free(t
     # The kernel closes a process's files before its parent can reap it: no stale lock.
     with acquire_state_lock(tmp_path) as lock:
         assert lock.path.read_text() == f"{os.getpid()}\n"
+
+
+def test_lock_holder_names_the_live_holder_and_nobody_once_it_is_gone(tmp_path: Path):
+    assert lock_holder(tmp_path / "missing") is None
+    with acquire_state_lock(tmp_path):
+        assert lock_holder(tmp_path) == os.getpid()
+    assert lock_holder(tmp_path) is None
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD_TAKES_LOCK, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        ready, _, _ = select.select([child.stdout], [], [], 30)
+        assert ready, "the child did not take the lock within 30 s"
+        assert child.stdout.readline() == "locked\n"
+        assert lock_holder(tmp_path) == child.pid
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    assert lock_holder(tmp_path) is None  # the pid is still in the file; nobody holds it
+    with acquire_state_lock(tmp_path):  # asking took no lock that stays
+        pass
 
 
 def test_given_nothing_at_the_path_when_claimed_then_parent_created_0755(short_dir: Path):

@@ -77,6 +77,14 @@ def test_dev_cluster_shows_a_killed_node_die_and_come_back(root):
         read_until(r"node2\s+127\.0\.0\.1:\d+\s+(\d+)", 60)
         pid = int(re.search(r"node2\s+127\.0\.0\.1:\d+\s+(\d+)", "".join(lines)).group(1))
         read_until(r"node2: alive", 30)
+        # The commands the intro suggests work as printed.
+        intro = "".join(lines).split("Try, in another terminal:\n", 1)[1].split("\n\n", 1)[0]
+        suggested = [line.strip() for line in intro.splitlines() if "nodenet " in line]
+        assert len(suggested) == 2, intro
+        for command in suggested:
+            done = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+            assert done.returncode == 0, f"{command}\n{done.stdout}{done.stderr}"
+            assert re.search(r"node\d", done.stdout), done.stdout
         subprocess.run(["kill", "-9", str(pid)], check=True)
         read_until(r"node2: .*dead", 40)
         config = root / "dev" / "node2" / "nodenet.toml"
@@ -88,13 +96,25 @@ def test_dev_cluster_shows_a_killed_node_die_and_come_back(root):
         try:
             read_until(r"node2: dead → alive", 40)
         finally:
-            restarted.send_signal(signal.SIGTERM)
-            restarted.wait(timeout=20)
+            # Ctrl-C stops the restarted daemon too, though dev did not start it.
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            try:
+                restarted_status = restarted.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                restarted.kill()
+                raise
     finally:
         process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
-    print("".join(lines))
+    output = "".join(lines) + (process.stdout.read() if process.stdout else "")
+    print(output)
     assert process.returncode == 0
+    assert restarted_status == 0
+    assert f"stopping node2 (pid {restarted.pid}, started outside nodenet dev)" in output
