@@ -29,6 +29,7 @@ from nodenet.daemon.paths import (
     default_state_dir,
 )
 from nodenet.daemon.replication import StoreConfig
+from nodenet.daemon.state import StateConfig
 from nodenet.protocol.config import PROFILES, MembershipConfig
 from nodenet.protocol.entries import MAX_VALUE_LIMIT
 from nodenet.protocol.errors import LocalProtocolError
@@ -122,6 +123,7 @@ class DaemonConfig:
     leave_timeout_s: float = 5.0
     """How long a graceful stop waits for the LEAVE to spread."""
     store: StoreConfig = field(default_factory=StoreConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     handlers: tuple[HandlerConfig, ...] = ()
     source: str = "built-in defaults"
 
@@ -166,6 +168,10 @@ SCHEMA: dict[str, dict[str, str]] = {
         "sync_interval_s": "seconds between anti-entropy rounds (default 10)",
         "piggyback_max_bytes": "entries up to this size ride on gossip (64-1200, default 1000)",
     },
+    "state": {
+        "max_map_size": "bytes the state database may grow to (default 64 GiB, at least 64 MiB);"
+        " address space, not disk: the file grows with the data",
+    },
     "log": {"level": f"one of {', '.join(LOG_LEVELS)}"},
     "daemon": {
         "shutdown_timeout_s": "seconds a graceful stop may take",
@@ -187,10 +193,13 @@ def load_config(
     raw: dict[str, dict[str, Any]] = {}
     origin: dict[str, str] = {}
     source = "built-in defaults"
-    explicit = path is not None
+    # A file named by --config or $NODENET_CONFIG must exist: running on built-in defaults
+    # (loopback, a new cluster key) because of a typo in a path would be a silent surprise.
+    named = "--config" if path is not None else "$NODENET_CONFIG"
+    explicit = path is not None or bool(environ.get("NODENET_CONFIG"))
     file = path or default_config_path(environ=environ, euid=euid)
     if explicit or file.exists():
-        raw = _read_toml(file)
+        raw = _read_toml(file, named if explicit else None)
         source = str(file)
         for section, values in raw.items():
             for key in values:
@@ -247,12 +256,13 @@ def _from_env(section: str, key: str, value: str, name: str) -> Any:
         return value  # a bare string
 
 
-def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
+def _read_toml(path: Path, named_by: str | None = None) -> dict[str, dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        hint = f"named by {named_by}; write one with `nodenet init`, or do not set {named_by}"
         raise ConfigError(
-            f"config file {path} does not exist (write one, or omit --config)"
+            f"config file {path} does not exist ({hint if named_by else 'it vanished'})"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
@@ -451,8 +461,23 @@ def _build(
         replication=replication,
     )
 
+    default_state = StateConfig()
+    max_map_size = r.get("state.max_map_size", default_state.max_map_size)
+    if (
+        isinstance(max_map_size, bool)
+        or not isinstance(max_map_size, int)
+        or max_map_size < default_state.map_size
+    ):
+        raise r.fail(
+            "state.max_map_size",
+            max_map_size,
+            f"must be a number of bytes ≥ {default_state.map_size} (64 MiB), e.g. 137438953472"
+            " for 128 GiB",
+        )
+
     return DaemonConfig(
         store=store,
+        state=replace(default_state, max_map_size=max_map_size),
         state_dir=state_dir,
         name=name,
         tags=tags,

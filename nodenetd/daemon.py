@@ -248,7 +248,9 @@ class Daemon:
         except (TokenError, OSError) as exc:
             raise StartupError(str(exc)) from exc
         try:
-            self.store = await trio.to_thread.run_sync(StateStore.open, c.state_dir / "state")
+            self.store = await trio.to_thread.run_sync(
+                StateStore.open, c.state_dir / "state", c.state
+            )
         except Exception as exc:
             raise StartupError(str(exc)) from exc
         blobs = await self.store.load_members()

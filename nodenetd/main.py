@@ -1,14 +1,15 @@
 """`nodenetd`: the daemon's command line, signals and exit codes.
 
 Exit codes: 0 after a graceful stop, 78 (EX_CONFIG) for a bad configuration, 75
-(EX_TEMPFAIL) when another daemon already holds the state directory or the API socket,
-1 for any other start-up failure. SIGTERM and SIGINT stop gracefully (a signed LEAVE first);
+(EX_TEMPFAIL) when another daemon already holds the state directory or the API socket or
+another process holds the UDP/TCP port, 1 for any other start-up failure. SIGTERM and SIGINT stop gracefully (a signed LEAVE first);
 SIGHUP reloads tags, log level and keyring.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import sys
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             return EX_TEMPFAIL
         if isinstance(cause, StartupError):
             log.error("cannot start: %s", cause)
+            if isinstance(cause.__cause__, OSError) and cause.__cause__.errno == errno.EADDRINUSE:
+                return EX_TEMPFAIL  # the port may be free again soon, as a held lock may
             return 1
         raise
     return 0

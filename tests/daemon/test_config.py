@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -78,8 +79,15 @@ def test_given_a_mistake_then_the_error_names_key_value_and_origin(
 
 
 def test_given_a_missing_explicit_file_then_error(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match=r"does not exist \(named by --config"):
         load_config(tmp_path / "missing.toml", environ={})
+
+
+def test_given_nodenet_config_naming_a_missing_file_then_error_not_defaults(tmp_path):
+    missing = tmp_path / "missing.toml"
+    expected = f"{missing} does not exist (named by $NODENET_CONFIG"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(environ={"NODENET_CONFIG": str(missing)})
 
 
 def test_given_membership_overrides_then_applied_on_the_profile(tmp_path):
@@ -106,3 +114,15 @@ def test_parse_address(text, expected):
 def test_parse_address_refuses(text):
     with pytest.raises(ValueError, match=r"address|port|IPv6"):
         parse_address(text)
+
+
+def test_state_max_map_size_is_the_setting_the_store_full_error_names(tmp_path):
+    # StateStore's "state store is full" error tells the operator to raise it.
+    file = tmp_path / "n.toml"
+    file.write_text("[state]\nmax_map_size = 137438953472\n")
+    assert load_config(file, environ={}).state.max_map_size == 128 * 2**30
+    assert load_config(environ={}).state.max_map_size == 64 * 2**30
+    for bad in ("1000", "true", '"64GiB"'):
+        file.write_text(f"[state]\nmax_map_size = {bad}\n")
+        with pytest.raises(ConfigError, match=r"state\.max_map_size = .*must be a number of bytes"):
+            load_config(file, environ={})

@@ -135,6 +135,18 @@ def test_a_second_daemon_on_the_same_state_directory_refuses_to_start(root, proc
     assert first.ready()  # the first one is untouched
 
 
+def test_a_daemon_whose_port_is_taken_exits_75_naming_the_port(root, processes):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        node = DaemonProcess(node_dir(root, "busy", port=port))
+        processes.append(node)
+        node.start(wait=False)
+        assert node.wait(timeout=30) == 75
+    assert f"UDP port 127.0.0.1:{port} is already in use" in node.log()
+    assert "Traceback" not in node.log()
+
+
 def _ipv6_loopback() -> str | None:
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
