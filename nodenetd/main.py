@@ -2,8 +2,8 @@
 
 Exit codes: 0 after a graceful stop, 78 (EX_CONFIG) for a bad configuration, 75
 (EX_TEMPFAIL) when another daemon already holds the state directory or the API socket or
-another process holds the UDP/TCP port, 1 for any other start-up failure. SIGTERM and SIGINT stop gracefully (a signed LEAVE first);
-SIGHUP reloads tags, log level and keyring.
+another process holds the UDP/TCP port, 1 for any other start-up failure. SIGTERM and
+SIGINT stop gracefully (a signed LEAVE first); SIGHUP reloads tags, log level and keyring.
 """
 
 from __future__ import annotations
