@@ -18,6 +18,7 @@ import os
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -72,14 +73,22 @@ class Unreachable(Exception):
         )
 
 
-def default_target(environ: Mapping[str, str] | None = None) -> str:
-    """`$NODENET_API`, else the socket a daemon without `api.socket` listens on."""
+def default_target(
+    environ: Mapping[str, str] | None = None, *, system_socket: Path | None = None
+) -> str:
+    """`$NODENET_API`, else the socket a daemon of this user without `api.socket` listens
+    on, else (when that does not exist but the service's does) the system service's socket:
+    an operator in group nodenet reaches the packaged daemon without --api."""
     env = os.environ if environ is None else environ
     if explicit := env.get("NODENET_API"):
         return explicit
-    from nodenet.daemon.paths import default_api_socket  # standard library only
+    from nodenet.daemon.paths import SYSTEM_API_SOCKET, default_api_socket  # stdlib only
 
-    return str(default_api_socket(environ=env))
+    own = default_api_socket(environ=env)
+    system = SYSTEM_API_SOCKET if system_socket is None else system_socket
+    if not own.exists() and system.exists():
+        return str(system)
+    return str(own)
 
 
 class _UnixConnection(http.client.HTTPConnection):

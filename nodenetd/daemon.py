@@ -188,6 +188,7 @@ class Daemon:
         self.clock = clock or SystemClock()
         self._transport = transport
         self.notifier = notifier or Notifier.from_environ()
+        self._status_sent = ""
         self.metrics = Metrics()
         self.handlers = Handlers(config.handlers)
         self.tokens = Tokens()
@@ -326,7 +327,8 @@ class Daemon:
             targets = list(c.seeds) + rng.sample(known, min(REJOIN_FANOUT, len(known)))
             if targets:
                 nursery.start_soon(self._join_at_start, targets)
-            self.notifier.ready(self._status_line())
+            self._status_sent = self._status_line()
+            self.notifier.ready(self._status_sent)
             task_status.started(self.service)
             await self._shutdown.wait()
             await self._stop(nursery)
@@ -401,7 +403,8 @@ class Daemon:
             log.error("reload: keeping the current API tokens: %s", exc)
         self.config = config
         log.info("reloaded configuration from %s", config.source)
-        self.notifier.ready(self._status_line())
+        self._status_sent = self._status_line()
+        self.notifier.ready(self._status_sent)
 
     def _status_line(self) -> str:
         if self.service is None:
@@ -682,6 +685,9 @@ class Daemon:
         assert self.service is not None
         core = self.service.core
         self.metrics.observe_events(events)
+        if self.notifier.enabled and (line := self._status_line()) != self._status_sent:
+            self._status_sent = line  # `systemctl status` shows the cluster as it is now
+            self.notifier.status(line)
         if self.replication is not None:
             self.replication.membership_events(events)
         now = self.clock.now()

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = [
+    "SYSTEM_API_SOCKET",
     "SYSTEM_CONFIG_PATH",
     "default_api_socket",
     "default_config_path",
@@ -22,6 +23,8 @@ SYSTEM_CONFIG_PATH = Path("/etc/nodenet/nodenet.toml")
 
 SYSTEM_STATE_DIR = Path("/var/lib/nodenet")
 SYSTEM_RUNTIME_DIR = Path("/run/nodenet")
+SYSTEM_API_SOCKET = SYSTEM_RUNTIME_DIR / "api.sock"
+"""Where the packaged service's daemon listens (systemd's RuntimeDirectory)."""
 
 
 def default_state_dir(*, environ: Mapping[str, str] | None = None, euid: int | None = None) -> Path:

@@ -4,6 +4,7 @@ server-sent events."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 from support.fake_api import SELF, EventStream, FakeApi, error
@@ -93,6 +94,20 @@ def test_given_no_target_then_nodenet_api_else_the_daemons_default_socket(
     assert default_target(env) == str(default_api_socket(environ=env))
     monkeypatch.setenv("NODENET_API", "http://127.0.0.1:7951")
     assert ApiClient().target == "http://127.0.0.1:7951"
+
+
+def test_given_no_daemon_of_our_own_but_the_system_service_then_its_socket(tmp_path: Path):
+    # A user in group nodenet runs `nodenet status` against the packaged service.
+    env = {"XDG_RUNTIME_DIR": str(tmp_path / "run-user")}
+    own = default_api_socket(environ=env)
+    system = tmp_path / "run-nodenet" / "api.sock"
+    assert default_target(env, system_socket=system) == str(own)  # neither: ours, for the hint
+    system.parent.mkdir()
+    system.touch()
+    assert default_target(env, system_socket=system) == str(system)
+    own.parent.mkdir(parents=True)
+    own.touch()
+    assert default_target(env, system_socket=system) == str(own)  # our own daemon first
 
 
 @pytest.mark.parametrize("target", ["https://127.0.0.1:7951", "ftp://x", "http://127.0.0.1/v1"])

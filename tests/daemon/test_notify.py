@@ -206,3 +206,38 @@ async def test_given_no_watchdog_when_run_then_it_returns_at_once(
         await nursery.start(notifier.run_watchdog)
     assert trio.current_time() == start
     assert received(sock) == []
+
+
+async def test_given_a_daemon_under_systemd_when_members_join_then_the_status_line_follows(
+    receiver: tuple[socket.socket, str],
+):
+    # `systemctl status nodenetd` shows the STATUS= line: it must not stay at "1 alive".
+    from support.daemons import node_dir, short_tmpdir
+    from support.inprocess import Running, start
+
+    from nodenet.daemon.config import load_config
+    from nodenet.daemon.daemon import Daemon
+
+    sock, path = receiver
+    root = short_tmpdir()
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                config = load_config(node_dir(root, "a"), environ={})
+                a = Running(Daemon(config, notifier=Notifier(path)))
+                await nursery.start(a.daemon.run)
+                assert received(sock) == [b"READY=1\nSTATUS=1 alive, 0 suspect, 0 dead"]
+                b = await start(nursery, root, "b")
+                response = await b.http.post("/v1/join", json={"addresses": [a.address]})
+                assert response.status_code == 200
+                seen: list[bytes] = []
+                with trio.move_on_after(15):
+                    while b"STATUS=2 alive, 0 suspect, 0 dead" not in seen:
+                        await trio.sleep(0.05)
+                        seen += received(sock)
+                assert b"STATUS=2 alive, 0 suspect, 0 dead" in seen, seen
+                for node in (a, b):
+                    await node.http.aclose()
+                    node.daemon.request_shutdown()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -56,8 +56,21 @@ systemctl start nodenetd; say start $?
 say active "$(systemctl is-active nodenetd)"
 say status "$(systemctl status nodenetd --no-pager 2>&1 | grep 'Active:')"
 say socket "$(stat -c '%G %a' /run/nodenet/api.sock)"
-peers=$(runuser -u alice -- /opt/nodenet/bin/nodenet peers --api /run/nodenet/api.sock 2>&1)
+peers=$(runuser -u alice -- /opt/nodenet/bin/nodenet peers 2>&1)  # finds the service socket
 say peers "$(echo "$peers" | tr '\n' '|')"
+until_true 40 'systemctl show -p StatusText --value nodenetd | grep -q "^2 alive"'
+say status_text "$(systemctl show -p StatusText --value nodenetd)"
+say process_metrics "$(python3 - <<'PY'
+import socket
+sock = socket.socket(socket.AF_UNIX)
+sock.connect("/run/nodenet/api.sock")
+sock.sendall(b"GET /metrics HTTP/1.0\r\nHost: nodenetd\r\n\r\n")
+data = b""
+while chunk := sock.recv(65536):
+    data += chunk
+print(sum(line.startswith("process_") for line in data.decode().splitlines()))
+PY
+)"
 echo joined > /shared/phase
 until_true 120 '[ -e /shared/go-watchdog ]'
 old=$(systemctl show -p MainPID --value nodenetd)
@@ -224,6 +237,9 @@ def test_the_unit_boots_under_systemd_with_notify_socket_group_leave_and_watchdo
     assert result["socket"] == "nodenet 660"
     assert "ctr" in result["peers"]
     assert "host" in result["peers"]  # alice, a member of group nodenet, used the API
+    assert result["status_text"].startswith("2 alive"), result["status_text"]
+    # prometheus-client's process collector reads /proc/stat: the sandbox must allow it.
+    assert int(result["process_metrics"]) >= 5, result["process_metrics"]
     assert int(result["restarts"]) >= 1
     old, new = result["pids"].split()
     assert old != new
