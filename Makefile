@@ -89,10 +89,10 @@ install:
 	if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null; then systemd-sysusers; fi
 	if [ -z "$(DESTDIR)" ] && command -v systemd-tmpfiles >/dev/null; then systemd-tmpfiles --create /usr/lib/tmpfiles.d/nodenet.conf; fi
 	install -d -m 0750 $(DESTDIR)/etc/nodenet
-	test -e $(DESTDIR)/etc/nodenet/nodenet.toml || install -m 0640 systemd/nodenet.toml $(DESTDIR)/etc/nodenet/nodenet.toml
+	install -m 0640 systemd/nodenet.toml $(DESTDIR)/etc/nodenet/nodenet.toml.example
 	if [ -z "$(DESTDIR)" ] && getent group nodenet >/dev/null; then chgrp -R nodenet /etc/nodenet; fi
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
-	@echo "installed; next: edit /etc/nodenet/nodenet.toml, then systemctl enable --now nodenetd"
+	@echo "installed; next: nodenet init --config /etc/nodenet/nodenet.toml ... (docs/operations.md), then systemctl enable --now nodenetd"
 
 # Leaves /etc/nodenet and /var/lib/nodenet (the node's identity and data) unless PURGE=1.
 uninstall:
@@ -101,7 +101,8 @@ uninstall:
 	rm -f $(DESTDIR)$(UNITDIR)/nodenetd.service $(DESTDIR)/usr/lib/sysusers.d/nodenet.conf \
 	      $(DESTDIR)/usr/lib/tmpfiles.d/nodenet.conf $(DESTDIR)/usr/local/bin/nodenet \
 	      $(DESTDIR)/usr/local/bin/nodenetd $(DESTDIR)$(MANDIR)/man1/nodenet.1 \
-	      $(DESTDIR)$(MANDIR)/man8/nodenetd.8 $(DESTDIR)$(COMPLETIONDIR)/nodenet
+	      $(DESTDIR)$(MANDIR)/man8/nodenetd.8 $(DESTDIR)$(COMPLETIONDIR)/nodenet \
+	      $(DESTDIR)/etc/nodenet/nodenet.toml.example
 	rm -rf $(DESTDIR)$(PREFIX)
 	if [ "$(PURGE)" = 1 ]; then rm -rf $(DESTDIR)/etc/nodenet $(DESTDIR)/var/lib/nodenet; fi
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi

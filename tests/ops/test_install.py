@@ -46,7 +46,7 @@ def test_make_install_into_a_staging_root_puts_every_file_in_place(tmp_path: Pat
         "etc/systemd/system/nodenetd.service",
         "usr/lib/sysusers.d/nodenet.conf",
         "usr/lib/tmpfiles.d/nodenet.conf",
-        "etc/nodenet/nodenet.toml",
+        "etc/nodenet/nodenet.toml.example",
         "usr/local/share/man/man1/nodenet.1",
         "usr/local/share/man/man8/nodenetd.8",
         "usr/share/bash-completion/completions/nodenet",
