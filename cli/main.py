@@ -9,6 +9,7 @@ import what they need inside the command, so that quick commands stay quick (DES
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -408,6 +409,18 @@ def _tokens_path(file: Path | None, state_dir: Path | None) -> Path:
     return file or (state_dir or default_state_dir()) / "api-tokens"
 
 
+def _write_tokens(path: Path, text: str) -> None:
+    """Write the tokens file owned like its directory: root editing the service's
+    /var/lib/nodenet must leave a file the daemon (user nodenet) can still read, or its
+    next reload keeps the old tokens and its next start fails."""
+    from nodenet.daemon.files import write_atomically
+
+    write_atomically(path, text, mode=0o600)
+    if os.geteuid() == 0:
+        owner = path.parent.stat()
+        os.chown(path, owner.st_uid, owner.st_gid)
+
+
 @api_token_app.command("create")
 def api_token_create(
     name: Annotated[str, typer.Argument(help="A name for the token, e.g. prometheus.")],
@@ -416,7 +429,6 @@ def api_token_create(
     state_dir: StateDir = None,
 ) -> None:
     """Create a token (printed once; only its hash is stored), replacing one of that name."""
-    from nodenet.daemon.files import write_atomically
     from nodenet.daemon.tokens import Role, TokenError, Tokens
 
     if role.upper() not in Role.__members__:
@@ -424,7 +436,7 @@ def api_token_create(
     path = _tokens_path(file, state_dir)
     try:
         tokens, token = Tokens.load(path).with_token(name, Role[role.upper()])
-        write_atomically(path, tokens.to_text(), mode=0o600)
+        _write_tokens(path, tokens.to_text())
     except (TokenError, OSError) as exc:
         raise fail(str(exc)) from None
     typer.echo(token)
@@ -455,7 +467,6 @@ def api_token_remove(
     state_dir: StateDir = None,
 ) -> None:
     """Revoke a token (takes effect when the daemon reloads)."""
-    from nodenet.daemon.files import write_atomically
     from nodenet.daemon.tokens import TokenError, Tokens
 
     path = _tokens_path(file, state_dir)
@@ -463,7 +474,7 @@ def api_token_remove(
         tokens = Tokens.load(path)
         if all(t.name != name for t in tokens.tokens):
             raise fail(f"no token called {name!r} in {path}")
-        write_atomically(path, tokens.without(name).to_text(), mode=0o600)
+        _write_tokens(path, tokens.without(name).to_text())
     except (TokenError, OSError) as exc:
         raise fail(str(exc)) from None
     typer.echo(f"removed token {name!r}; reload the daemon to apply")

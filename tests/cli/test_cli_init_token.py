@@ -241,3 +241,22 @@ def test_given_no_keyring_when_token_then_exit_1_pointing_at_init(tmp_path: Path
 
 def test_the_clis_default_port_is_the_daemons():
     assert DEFAULT_PORT == DAEMON_DEFAULT_PORT
+
+
+def test_api_token_written_by_root_stays_owned_like_the_state_dir(tmp_path: Path):
+    # The service runs as user nodenet; root adding a token must not leave a file the
+    # daemon cannot read (its next start would fail on it).
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("changing a file's owner needs root (CI runs as root)")
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 65534, 65534)  # nobody, standing in for the nodenet user
+    tokens = state / "api-tokens"
+    for args in (["create", "prometheus"], ["create", "grafana"], ["remove", "prometheus"]):
+        result = runner.invoke(app, ["api-token", *args, "--file", str(tokens)])
+        assert result.exit_code == 0, result.output
+        owner = tokens.stat()
+        assert (owner.st_uid, owner.st_gid) == (65534, 65534), args
+        assert stat.S_IMODE(owner.st_mode) == 0o600
