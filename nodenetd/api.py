@@ -91,8 +91,8 @@ class DaemonApi(Protocol):
     async def leave(self) -> None:
         """Leave the cluster and shut down (after the response is sent)."""
 
-    def update_tags(self, set_tags: dict[str, str], delete: list[str]) -> dict[str, str]:
-        """Apply tag changes; the new tags."""
+    async def update_tags(self, set_tags: dict[str, str], delete: list[str]) -> dict[str, str]:
+        """Apply and record tag changes; the new tags."""
 
     def keys(self) -> dict[str, Any]:
         """The keyring, by key id."""
@@ -404,7 +404,7 @@ def create_app(daemon: DaemonApi) -> FastAPI:
         "/v1/self/tags", summary="Set and delete tags", responses=_errors(400, 409, 413, 422)
     )
     async def patch_tags(request: TagsRequest) -> dict[str, Any]:
-        return {"tags": daemon.update_tags(request.set, request.delete)}
+        return {"tags": await daemon.update_tags(request.set, request.delete)}
 
     @app.get(
         "/v1/events",

@@ -53,6 +53,7 @@ from nodenet.protocol.messages import (
     Address,
     MemberState,
     PushPull,
+    Tags,
     Verify,
     decode_message,
     encode_message,
@@ -189,6 +190,10 @@ class Daemon:
         self._transport = transport
         self.notifier = notifier or Notifier.from_environ()
         self._status_sent = ""
+        self._opened: UdpTcpTransport | None = None
+        """The transport `run` opened (None for one passed in); closed when `run` ends."""
+        self._tag_changes: dict[str, str | None] = {}
+        """Runtime tag changes over the config's (None: deleted); saved in the state store."""
         self.metrics = Metrics()
         self.handlers = Handlers(config.handlers)
         self.tokens = Tokens()
@@ -223,6 +228,8 @@ class Daemon:
         try:
             await self._run(task_status)
         finally:
+            if self._opened is not None:
+                self._opened.close()  # the port is free when run() returns
             if self.store is not None:
                 with trio.CancelScope(shield=True):
                     await self.store.aclose()
@@ -256,6 +263,10 @@ class Daemon:
             raise StartupError(str(exc)) from exc
         blobs = await self.store.load_members()
         stored_incarnation = await self.store.load_incarnation()
+        try:
+            self._tag_changes = await self.store.load_tag_changes()
+        except StateError as exc:
+            log.warning("%s; starting with the config's tags", exc)
         states = [s for s in (member_from_blob(b, self._verify) for b in blobs.values()) if s]
         if len(states) != len(blobs):
             log.warning("ignored %d unreadable member records", len(blobs) - len(states))
@@ -267,7 +278,7 @@ class Daemon:
                 await real.open()
             except OSError as exc:
                 raise StartupError(exc.strerror or str(exc)) from exc
-            transport = real
+            transport = self._opened = real
         advertise = c.advertise
         now = self.clock.now()
         self._started_mono = now
@@ -278,7 +289,7 @@ class Daemon:
             now=now,
             rng=random.Random(int.from_bytes(os.urandom(16), "big")),
             config=c.membership,
-            tags=c.tags,
+            tags=self._tags_with_changes(c.tags),
             incarnation=stored_incarnation + 1,
             seeds=c.seeds,
         )
@@ -394,8 +405,9 @@ class Daemon:
             log.error("reload: keeping the current keyring: %s", exc)
         else:
             self.service.codec.keyring = ring
-        if config.tags != self.config.tags:
-            self.service.set_tags(dict(config.tags))
+        tags = self._tags_with_changes(config.tags)
+        if tags != self._tags_with_changes(self.config.tags):
+            self.service.set_tags(dict(tags))
         self.handlers.reload(config.handlers)
         try:
             self.tokens = Tokens.load(config.api.tokens_file)
@@ -513,9 +525,29 @@ class Daemon:
             raise ApiError(409, "conflict", "already leaving")
         self.request_shutdown()
 
-    def update_tags(self, set_tags: dict[str, str], delete: list[str]) -> dict[str, str]:
-        """Apply tag changes."""
+    def _tags_with_changes(self, config_tags: Tags) -> Tags:
+        """The config's tags with the runtime changes (`nodenet tags`) over them; the
+        config's alone if together they no longer make valid tags (an edited config)."""
+        tags = dict(config_tags)
+        for key, value in self._tag_changes.items():
+            if value is None:
+                tags.pop(key, None)
+            else:
+                tags[key] = value
+        try:
+            return make_tags(tags)
+        except LocalProtocolError as exc:
+            log.warning(
+                "tags changed at runtime no longer fit with the config's (%s); using"
+                " the config's tags",
+                exc,
+            )
+            return config_tags
+
+    async def update_tags(self, set_tags: dict[str, str], delete: list[str]) -> dict[str, str]:
+        """Apply tag changes and record them, so that they outlive a restart."""
         assert self.service is not None
+        assert self.store is not None
         if "name" in delete or "name" in set_tags:
             raise ApiError(
                 400, "bad_request", "the name tag follows node.name: change it in the config"
@@ -532,6 +564,16 @@ class Daemon:
             raise ApiError(
                 status, "conflict" if status == 409 else "bad_request", str(exc)
             ) from None
+        base = dict(self.config.tags)
+        changes: dict[str, str | None] = {k: v for k, v in tags.items() if base.get(k) != v}
+        changes.update({k: None for k in base if k not in tags})
+        try:
+            await self.store.save_tag_changes(changes)
+        except StateError as exc:
+            raise ApiError(
+                503, "unavailable", f"tags changed but not saved (lost at restart): {exc}"
+            ) from None
+        self._tag_changes = changes
         return tags
 
     def keys(self) -> dict[str, Any]:

@@ -81,6 +81,7 @@ DATABASES: Final = ("meta", "members", "entries", "heads", "summary", "tombstone
 MAX_DBS: Final = 16  # room for the replicated store's databases without a format change
 META_SCHEMA: Final = b"schema"
 META_INCARNATION: Final = b"incarnation"
+META_TAG_CHANGES: Final = b"tag_changes"
 LOCK_FILE: Final = "nodenetd.lock"
 MiB: Final = 1 << 20
 GiB: Final = 1 << 30
@@ -412,6 +413,25 @@ class StateStore:
             else:
                 logger.warning("state store: skipping a member key of %d bytes", len(key))
         return members
+
+    async def load_tag_changes(self) -> dict[str, str | None]:
+        """Tags changed at runtime: key → value, or None for a deleted key ({} if none)."""
+        raw = await self.get("meta", META_TAG_CHANGES)
+        if raw is None:
+            return {}
+        try:
+            changes = msgpack.unpackb(raw, raw=False)
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise StateError(f"state store {self.path}: unreadable tag changes: {exc}") from exc
+        if not isinstance(changes, dict) or not all(
+            isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in changes.items()
+        ):
+            raise StateError(f"state store {self.path}: tag changes are not a map of strings")
+        return changes
+
+    async def save_tag_changes(self, changes: Mapping[str, str | None]) -> None:
+        """Durably record the runtime tag changes (they outlive restarts)."""
+        await self.write((Put("meta", META_TAG_CHANGES, msgpack.packb(dict(changes))),))
 
     async def load_incarnation(self) -> int:
         """Our last recorded incarnation (0 if none)."""

@@ -14,9 +14,11 @@ import subprocess
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
-from support.daemons import CLUSTER_KEY
+from support.daemons import CLUSTER_KEY, node_dir, short_tmpdir
 from support.inprocess import Running
 
+from nodenet.daemon.config import load_config
+from nodenet.daemon.daemon import Daemon
 from nodenet.protocol.keyring import ClusterKey
 
 
@@ -107,6 +109,40 @@ async def test_tags_are_set_deleted_and_gossiped(pair):
     assert "512" in too_big.json()["error"]["message"]
     name = await a.http.patch("/v1/self/tags", json={"delete": ["name"]})
     assert name.status_code == 400
+
+
+async def test_runtime_tag_changes_outlive_a_restart_over_the_configs_tags():
+    root = short_tmpdir()
+    config = node_dir(root, "t")
+    with_tags = 'name = "t"\ntags = { role = "web", dc = "x" }\n'
+    config.write_text(config.read_text().replace('name = "t"\n', with_tags, 1))
+
+    async def run_once(patch: dict[str, object] | None = None) -> dict[str, str]:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                daemon = Daemon(load_config(config, environ={}))
+                await nursery.start(daemon.run)
+                node = Running(daemon)
+                if patch is not None:
+                    response = await node.http.patch("/v1/self/tags", json=patch)
+                    assert response.status_code == 200, response.text
+                tags: dict[str, str] = (await node.http.get("/v1/self")).json()["tags"]
+                await node.http.aclose()
+                daemon.request_shutdown()
+                return tags
+
+    try:
+        changed = {"name": "t", "role": "db", "team": "a"}
+        assert await run_once({"set": {"role": "db", "team": "a"}, "delete": ["dc"]}) == changed
+        assert await run_once() == changed
+        # An edited config: its new keys apply; the keys changed at runtime keep their change.
+        edited = 'name = "t"\ntags = { role = "web", dc = "y", zone = "z" }\n'
+        config.write_text(config.read_text().replace(with_tags, edited, 1))
+        assert await run_once() == {**changed, "zone": "z"}
+        # Setting a key back to the config's value drops the override.
+        assert await run_once({"set": {"role": "web"}}) == {**changed, "role": "web", "zone": "z"}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 async def test_keyring_install_use_remove_and_errors(pair):
