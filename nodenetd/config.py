@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -71,6 +72,11 @@ def parse_address(text: str, *, default_port: int = DEFAULT_PORT) -> Address:
     elif text.count(":") == 1:
         host, port_text = text.split(":")
         port = _port(port_text, text)
+    if "%" in host and not _SCOPE.fullmatch(host.partition("%")[2]):
+        raise ValueError(
+            f"{text!r}: the zone after '%' must be an interface name (letters, digits, '.',"
+            " '_', '-'; at most 15)"
+        )
     try:
         return Address(str(ipaddress.ip_address(host)), port)
     except (ValueError, LocalProtocolError) as exc:
@@ -80,9 +86,12 @@ def parse_address(text: str, *, default_port: int = DEFAULT_PORT) -> Address:
         ) from exc
 
 
+_SCOPE = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # IFNAMSIZ is 16 with the NUL
+
+
 def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise ValueError(f"{whole!r}: port {text!r} is not in 1-65535")
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 1 <= int(text) <= 65535:
+        raise ValueError(f"{whole!r:.80}: port {text!r:.12} is not in 1-65535")
     return int(text)
 
 

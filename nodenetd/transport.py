@@ -91,7 +91,10 @@ class UdpTcpTransport:
 
     async def send_datagram(self, data: bytes, address: Address) -> None:
         assert self._udp is not None, "open() first"
-        await self._udp.sendto(data, self._destination(address))
+        try:
+            await self._udp.sendto(data, self._destination(address))
+        except (UnicodeError, ValueError) as exc:  # e.g. a zone name the resolver refuses
+            raise OSError(errno.EINVAL, f"cannot send to {address}: {exc}") from exc
 
     async def receive_datagram(self) -> tuple[bytes, Address]:
         assert self._udp is not None, "open() first"
@@ -105,7 +108,10 @@ class UdpTcpTransport:
         local = None if ipaddress.ip_address(self._bind.host).is_unspecified else self._bind.host
         if local is not None and self._family == stdlib_socket.AF_INET6 and ":" not in host:
             local = None  # a v6 socket bound to a v6 address cannot reach a v4 peer from it
-        return await trio.open_tcp_stream(host, port, local_address=local)
+        try:
+            return await trio.open_tcp_stream(host, port, local_address=local)
+        except (UnicodeError, ValueError) as exc:  # e.g. a zone name the resolver refuses
+            raise OSError(errno.EINVAL, f"cannot connect to {address}: {exc}") from exc
 
     async def serve_streams(
         self,

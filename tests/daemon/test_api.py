@@ -81,6 +81,7 @@ async def test_join_failure_is_502_with_per_address_reasons(pair):
     ("body", "status", "code"),
     [
         ({"addresses": ["not-an-ip"]}, 400, "bad_request"),
+        ({"addresses": ["[fe80::1%" + "a" * 64 + "]:7950"]}, 400, "bad_request"),
         ({"addresses": []}, 422, "invalid"),
         ({"wrong": 1}, 422, "invalid"),
     ],

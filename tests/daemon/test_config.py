@@ -104,15 +104,32 @@ def test_given_membership_overrides_then_applied_on_the_profile(tmp_path):
         ("10.0.0.5:7", Address("10.0.0.5", 7)),
         ("[fd00::5]:8", Address("fd00::5", 8)),
         ("fd00::5", Address("fd00::5", 7950)),
+        ("[fe80::5%eth0]:8", Address("fe80::5%eth0", 8)),
     ],
 )
 def test_parse_address(text, expected):
     assert parse_address(text) == expected
 
 
-@pytest.mark.parametrize("text", ["[fd00::5", "[fd00::5]x", "10.0.0.5:", "host:7950", ""])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[fd00::5",
+        "[fd00::5]x",
+        "10.0.0.5:",
+        "host:7950",
+        "",
+        # Zones the resolver chokes on (a UnicodeError from getaddrinfo stopped the daemon).
+        "[fe80::1%" + "a" * 64 + "]:7950",
+        "[fe80::1%\ud800]:7950",
+        # Digits that are not ASCII, and numbers too long for int().
+        "10.0.0.5:\u0661\u0662",
+        "10.0.0.5:\u00b2",
+        "10.0.0.5:" + "9" * 5000,
+    ],
+)
 def test_parse_address_refuses(text):
-    with pytest.raises(ValueError, match=r"address|port|IPv6"):
+    with pytest.raises(ValueError, match=r"address|port|IPv6|zone"):
         parse_address(text)
 
 
