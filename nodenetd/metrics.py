@@ -177,6 +177,11 @@ def _store_metrics(store: StoreService) -> Iterator[Metric]:
         ("entries_submitted", s.submitted, "Entries written through this node's API."),
         ("entries_dropped", s.dropped_queue_full, "Gossiped entries dropped: ingest queue full."),
         (
+            "store_write_failures",
+            s.write_failures,
+            "Batches of replicated entries the state store refused (disk or map full).",
+        ),
+        (
             "entry_copies_skipped",
             store.replicator.copies_skipped,
             "Gossiped copies of entries already held here, dropped before verification.",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ import trio
 
 from nodenet.daemon.framing import FrameConnection
 from nodenet.daemon.service import MembershipService
-from nodenet.daemon.state import StateStore
+from nodenet.daemon.state import StateError, StateStore
 from nodenet.daemon.store import EntryStore, IngestOutcome, LmdbItemSource
 from nodenet.protocol.entries import DEFAULT_MAX_VALUE, SignedEntry, create_entry, decode_entry
 from nodenet.protocol.errors import ProtocolError, RemoteProtocolError
@@ -99,6 +100,9 @@ class StoreStats:
     rejected: dict[str, int] = field(default_factory=dict)
     """Entries refused before storing, by reason (bad_signature, future, malformed, …)."""
     dropped_queue_full: int = 0
+    write_failures: int = 0
+    """Batches of verified entries the state store refused (disk or state.max_map_size full):
+    the daemon goes on serving; anti-entropy fetches them again later."""
     submitted: int = 0
     syncs: int = 0
     sync_failures: int = 0
@@ -143,6 +147,7 @@ class StoreService:
             self.config.ingest_queue
         )
         self._verify_limit = trio.CapacityLimiter(self.config.verify_threads)
+        self._write_failure_logged = -math.inf
         self._rearm = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._initiated: set[NodeId] = set()
@@ -189,7 +194,15 @@ class StoreService:
     async def _gc_loop(self) -> None:
         while True:
             await trio.sleep(self.config.gc_interval_s)
-            removed = await self.store.collect_garbage(now_ms=self.clock.wall_ms())
+            try:
+                removed = await self.store.collect_garbage(now_ms=self.clock.wall_ms())
+            except StateError as exc:
+                log.error(
+                    "tombstone collection failed, retried in %.0f s: %s",
+                    self.config.gc_interval_s,
+                    exc,
+                )
+                continue
             if removed:
                 log.info(
                     "forgot %d tombstones older than %.0f days",
@@ -323,7 +336,16 @@ class StoreService:
                 self.stats.rejected[item] = self.stats.rejected.get(item, 0) + 1
         if not entries:
             return []
-        outcomes = await self.store.ingest(entries, now_ms=now_ms)
+        try:
+            outcomes = await self.store.ingest(entries, now_ms=now_ms)
+        except StateError as exc:
+            self.stats.write_failures += 1
+            now = self.clock.now()
+            if now - self._write_failure_logged >= 60:  # at most a line a minute
+                self._write_failure_logged = now
+                log.error("cannot store %d replicated entries: %s", len(entries), exc)
+            self.replicator.held(e.id for e in entries)
+            return []
         self._count(outcomes)
         self.replicator.held(e.id for e in entries)  # every outcome: done with these bytes
         stored = [e for e, o in zip(entries, outcomes, strict=True) if o == IngestOutcome.STORED]

@@ -73,3 +73,29 @@ async def test_given_verification_slower_than_fetching_then_pulls_wait_for_it():
                     await trio.sleep(0.01)
         finally:
             verifying.set()
+
+
+async def test_given_a_full_state_store_then_replication_fails_softly_and_the_daemon_serves():
+    # A replica whose disk (or state.max_map_size) is full used to exit at the first entries
+    # its peers sent it, and again after every restart (found by a durability review).
+    from nodenet.daemon.state import StateError
+
+    async with two_daemons() as (a, b):
+        source, target = a.daemon.replication, b.daemon.replication
+        assert source is not None
+        assert target is not None
+        now = pack_hlc(int(time.time() * 1000), 0)
+        entries = [create_entry(AUTHOR, f"full/{i}", b"v", now + i) for i in range(300)]
+        assert len(await source.ingest([e.encoded for e in entries])) == len(entries)
+
+        async def full(*args: object, **kwargs: object) -> list:
+            raise StateError("state store is full: 64 MiB used of 64 MiB allowed")
+
+        target.store.ingest = full  # type: ignore[method-assign]
+        with trio.fail_after(20):
+            await StoreService._pull(target, a.daemon.config.advertise, [e.id for e in entries])
+            assert await target.ingest([entries[0].encoded], gossip=True) == []
+        assert target.stats.write_failures == 3  # two pulled batches and the gossiped one
+        assert (await b.http.get("/health")).status_code in (200, 503)
+        metrics = (await b.http.get("/metrics")).text
+        assert "nodenet_store_write_failures_total 3.0" in metrics
