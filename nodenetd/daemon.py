@@ -64,6 +64,8 @@ from nodenet.protocol.wire import PROTOCOL_MAJOR, PROTOCOL_MINOR, WireCodec, Wir
 
 __all__ = ["Daemon", "StartupError"]
 
+STALE_READER_CHECK_S = 60.0
+
 log = logging.getLogger("nodenet.daemon")
 REJOIN_FANOUT = 3
 JOIN_RETRY_LIMIT_S = 60.0
@@ -333,6 +335,7 @@ class Daemon:
             await nursery.start(self.handlers.run)
             await nursery.start(self._serve_api)
             nursery.start_soon(self.notifier.run_watchdog)
+            nursery.start_soon(self._clear_stale_readers)
             known = [s.alive.address for s in states if s.status is None]
             rng = random.Random()
             targets = list(c.seeds) + rng.sample(known, min(REJOIN_FANOUT, len(known)))
@@ -417,6 +420,15 @@ class Daemon:
         log.info("reloaded configuration from %s", config.source)
         self._status_sent = self._status_line()
         self.notifier.ready(self._status_sent)
+
+    async def _clear_stale_readers(self) -> None:
+        """Every minute, free the state store's read slots of processes that died."""
+        while self.store is not None:
+            await trio.sleep(STALE_READER_CHECK_S)
+            try:
+                await trio.to_thread.run_sync(self.store.clear_stale_readers)
+            except Exception as exc:  # lmdb.Error: it must never stop the daemon
+                log.warning("checking the state store's read slots failed: %s", exc)
 
     def _status_line(self) -> str:
         if self.service is None:

@@ -311,11 +311,25 @@ class StateStore:
             ) from exc
         try:
             dbs = _open_databases(env, path)
+            stale = env.reader_check()
         except BaseException:
             env.close()
             os.close(lock_fd)
             raise
+        if stale:
+            logger.info("state store %s: freed %d read slots of processes that died", path, stale)
         return cls(path, env, dbs, lock_fd, config)
+
+    def clear_stale_readers(self) -> int:
+        """Free the read slots of processes that died inside a read transaction (a `kill -9`
+        of `nodenet backup`, say): while one is held, LMDB can reuse no page freed after its
+        snapshot and the file grows with every rewrite. Blocking (a scan of the lock table)."""
+        stale = int(self._env.reader_check())
+        if stale:
+            logger.warning(
+                "state store %s: freed %d read slots of processes that died", self.path, stale
+            )
+        return stale
 
     # Writes
 

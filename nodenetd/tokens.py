@@ -81,8 +81,15 @@ class Tokens:
             raise TokenError(
                 f"tokens file {path} has mode {mode & 0o777:04o}; run `chmod 600 {path}`"
             )
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise TokenError(
+                f"tokens file {path} is not UTF-8 text (byte {exc.start}); recreate it with"
+                " `nodenet api-token create`"
+            ) from None
         tokens = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(text.splitlines(), 1):
             content = line.split("#", 1)[0].strip()
             if not content:
                 continue

@@ -421,3 +421,39 @@ def test_given_bad_config_values_then_errors_name_the_key():
         StateConfig(map_size=4096)
     with pytest.raises(ValueError, match=r"state\.max_batch_delay_s"):
         StateConfig(max_batch_delay_s=-1)
+
+
+READER_DIES = """
+import sys, lmdb
+env = lmdb.open(sys.argv[1], max_dbs=16, readonly=True)
+txn = env.begin()  # a snapshot, held until the process dies
+print("reading", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_read_slot_of_a_killed_reader_is_freed_at_open_and_on_demand(path: Path):
+    # A reader killed inside its transaction (kill -9 of `nodenet backup`) pins its snapshot:
+    # LMDB then reuses no page freed after it and the file grows with every rewrite.
+    def killed_reader() -> None:
+        child = subprocess.Popen(
+            [sys.executable, "-c", READER_DIES, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline() == "reading\n"
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+
+    StateStore.open(path).close()
+    killed_reader()
+    store = StateStore.open(path)  # frees it on open
+    try:
+        assert store.clear_stale_readers() == 0
+        killed_reader()
+        assert store.clear_stale_readers() == 1
+        assert store.clear_stale_readers() == 0
+    finally:
+        store.close()

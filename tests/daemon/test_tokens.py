@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from nodenet.cli.main import app
 from nodenet.daemon.config import load_config
 from nodenet.daemon.daemon import Daemon, StartupError
-from nodenet.daemon.tokens import Role, Tokens, required_role
+from nodenet.daemon.tokens import Role, TokenError, Tokens, required_role
 
 
 @pytest.mark.parametrize(
@@ -123,3 +123,13 @@ def test_the_cli_creates_lists_and_removes_tokens(tmp_path):
         ).exit_code
         == 2
     )
+
+
+def test_a_tokens_file_that_is_not_utf8_is_a_token_error_naming_it(tmp_path):
+    # A TokenError is what start-up and SIGHUP report and survive; a UnicodeDecodeError
+    # stopped a running daemon at its next reload (found by a durability review).
+    path = tmp_path / "api-tokens"
+    path.write_bytes(b"\xb2\xff garbage")
+    path.chmod(0o600)
+    with pytest.raises(TokenError, match=r"api-tokens is not UTF-8 text"):
+        Tokens.load(path)
