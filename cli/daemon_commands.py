@@ -7,7 +7,6 @@ test runs them in a fresh interpreter and checks `sys.modules`. `main.py` regist
 
 from __future__ import annotations
 
-import re
 import sys
 from enum import StrEnum
 from typing import Annotated, Any
@@ -91,9 +90,11 @@ def peers(
 
 
 def _check_regex(pattern: str, option: str) -> None:
+    from nodenet.daemon.patterns import PatternError, compile_pattern
+
     try:
-        re.compile(pattern)
-    except re.error as exc:
+        compile_pattern(pattern)
+    except PatternError as exc:
         raise typer.BadParameter(
             f"{pattern!r} is not a regular expression: {exc}", param_hint=option
         ) from None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -32,6 +31,7 @@ from starlette.routing import Match, Route
 
 from nodenet.daemon.events import EventHub
 from nodenet.daemon.metrics import CONTENT_TYPE
+from nodenet.daemon.patterns import PatternError, compile_pattern
 from nodenet.daemon.tokens import Role, Tokens, required_role
 
 __all__ = ["ApiError", "DaemonApi", "EntryWrite", "create_app"]
@@ -227,8 +227,8 @@ def _error(
 def _matches(
     peer: dict[str, Any],
     status: list[str],
-    tags: list[tuple[str, re.Pattern[str]]],
-    name: re.Pattern[str] | None,
+    tags: list[tuple[str, Any]],
+    name: Any,
 ) -> bool:
     if status and peer["status"] not in status:
         return False
@@ -237,12 +237,12 @@ def _matches(
     return all(k in peer["tags"] and pattern.fullmatch(peer["tags"][k]) for k, pattern in tags)
 
 
-def _pattern(text: str, what: str) -> re.Pattern[str]:
+def _pattern(text: str, what: str) -> Any:
     try:
-        return re.compile(text)
-    except re.error as exc:
+        return compile_pattern(text)
+    except PatternError as exc:
         raise ApiError(
-            400, "bad_request", f"{what} {text!r} is not a valid regular expression: {exc}"
+            400, "bad_request", f"{what} {text!r:.80} is not a valid regular expression: {exc}"
         ) from None
 
 
@@ -353,8 +353,8 @@ def create_app(daemon: DaemonApi) -> FastAPI:
     )
     async def get_peers(
         status: Annotated[list[str], Query(description="alive, suspect, dead or left")] = [],  # noqa: B006
-        tag: Annotated[list[str], Query(description="key=value; value is an anchored regex")] = [],  # noqa: B006
-        name: Annotated[str | None, Query(description="anchored regular expression")] = None,
+        tag: Annotated[list[str], Query(description="key=value; value: anchored RE2 regex")] = [],  # noqa: B006
+        name: Annotated[str | None, Query(description="anchored RE2 regular expression")] = None,
     ) -> dict[str, Any]:
         allowed = {"alive", "suspect", "dead", "left"}
         for s in status:

@@ -3,6 +3,7 @@ server-sent events."""
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -96,8 +97,11 @@ def test_given_no_target_then_nodenet_api_else_the_daemons_default_socket(
     assert ApiClient().target == "http://127.0.0.1:7951"
 
 
-def test_given_no_daemon_of_our_own_but_the_system_service_then_its_socket(tmp_path: Path):
+def test_given_no_daemon_of_our_own_but_the_system_service_then_its_socket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     # A user in group nodenet runs `nodenet status` against the packaged service.
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # as root, our own socket is the system's
     env = {"XDG_RUNTIME_DIR": str(tmp_path / "run-user")}
     own = default_api_socket(environ=env)
     system = tmp_path / "run-nodenet" / "api.sock"
