@@ -38,6 +38,7 @@ __all__ = ["ApiError", "DaemonApi", "EntryWrite", "create_app"]
 
 MAX_BODY = 64 * 1024
 MAX_ENTRY_BODY = 8 * 1024 * 1024  # a batch of entries (values are base64 in JSON)
+BODY_TIMEOUT_S = 30.0  # a request body must arrive within this (else 408)
 KEEPALIVE_S = 15.0
 STATUS_CODES = {
     400: "bad_request",
@@ -45,6 +46,7 @@ STATUS_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "timeout",
     409: "conflict",
     413: "too_large",
     422: "invalid",
@@ -269,27 +271,29 @@ class _BodyLimit:
             response = _error(413, "too_large", f"request body over {limit} bytes")
             await response(scope, receive, send)
             return
-        if declared is not None:
-            # The HTTP server holds the body to its Content-Length.
-            await self.app(scope, receive, send)
-            return
-        # Chunked: read it here (at most `limit` bytes) so that too much is a 413 rather
-        # than a parse error inside the application, then hand the body on.
+        # Read the body here, whatever its framing (with both Content-Length and chunked
+        # Transfer-Encoding, the chunks frame it and the length means nothing), at most
+        # `limit` bytes and within BODY_TIMEOUT_S: too much is a 413, too slow a 408.
         chunks: list[bytes] = []
         seen = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            body = message.get("body", b"")
-            seen += len(body)
-            if seen > limit:
-                response = _error(413, "too_large", f"request body over {limit} bytes")
-                await response(scope, receive, send)
-                return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
+        with trio.move_on_after(BODY_TIMEOUT_S) as reading:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                body = message.get("body", b"")
+                seen += len(body)
+                if seen > limit:
+                    response = _error(413, "too_large", f"request body over {limit} bytes")
+                    await response(scope, receive, send)
+                    return
+                chunks.append(body)
+                if not message.get("more_body", False):
+                    break
+        if reading.cancelled_caught:
+            message = f"request body not received within {BODY_TIMEOUT_S:.0f} s"
+            await _error(408, "timeout", message)(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Any:
@@ -421,8 +425,12 @@ def create_app(daemon: DaemonApi) -> FastAPI:
     ) -> StreamingResponse:
         resume = after
         if resume is None and last_event_id is not None:
-            if not last_event_id.isdigit():
-                raise ApiError(400, "bad_request", "Last-Event-ID must be an event id (digits)")
+            text = last_event_id.strip()
+            if not (text.isascii() and text.isdigit() and len(text) <= 19):
+                raise ApiError(
+                    400, "bad_request", "Last-Event-ID must be an event id (up to 19 digits)"
+                )
+            last_event_id = text
             resume = int(last_event_id)
         return StreamingResponse(
             _event_stream(daemon.hub, resume),
@@ -605,9 +613,10 @@ class _TokenCheck:
         return None
 
 
-def wrap(app: FastAPI, tokens: Callable[[], Tokens] = Tokens) -> _BodyLimit:
-    """The app with token checks (TCP) and the request body limit in front."""
-    return _BodyLimit(_TokenCheck(app, tokens), MAX_BODY, MAX_ENTRY_BODY)
+def wrap(app: FastAPI, tokens: Callable[[], Tokens] = Tokens) -> _TokenCheck:
+    """The app with token checks (TCP) in front, then the request body limit: a client
+    without a token gets its 401 before any of its body is read."""
+    return _TokenCheck(_BodyLimit(app, MAX_BODY, MAX_ENTRY_BODY), tokens)
 
 
 def _b64(text: str, field_name: str) -> bytes:

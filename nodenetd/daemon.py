@@ -42,7 +42,13 @@ from nodenet.daemon.service import Clock, MembershipService, SystemClock
 from nodenet.daemon.state import META_INCARNATION, Delete, Put, StateError, StateStore
 from nodenet.daemon.tokens import TokenError, Tokens
 from nodenet.daemon.transport import Transport, UdpTcpTransport
-from nodenet.protocol.entries import MAX_VALUE_LIMIT, SignedEntry, ValueTooLarge, decode_entry
+from nodenet.protocol.entries import (
+    MAX_VALUE_LIMIT,
+    SignedEntry,
+    ValueTooLarge,
+    check_key,
+    decode_entry,
+)
 from nodenet.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from nodenet.protocol.hlc import hlc_millis
 from nodenet.protocol.identity import CachingVerifier, short_ids
@@ -703,6 +709,10 @@ class Daemon:
     async def get_entry(self, key: str) -> dict[str, Any] | None:
         """The head of `key` (None if absent or deleted)."""
         replication = self._replication()
+        try:
+            check_key(key)
+        except LocalProtocolError as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
         encoded = await trio.to_thread.run_sync(replication.store.head_sync, key)
         if encoded is None:
             return None

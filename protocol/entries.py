@@ -47,6 +47,7 @@ __all__ = [
     "MAX_VALUE_LIMIT",
     "SignedEntry",
     "ValueTooLarge",
+    "check_key",
     "create_entry",
     "decode_entry",
     "entry_id",
@@ -107,7 +108,9 @@ def supersedes(new: SignedEntry, old: SignedEntry) -> bool:
     return new.order > old.order
 
 
-def _check_key(key: object) -> str:
+def check_key(key: object) -> str:
+    """`key` if it is a valid entry key (UTF-8, 1-256 bytes, no control characters), else
+    LocalProtocolError saying why."""
     if not isinstance(key, str):
         raise LocalProtocolError("an entry key is text")
     try:
@@ -133,7 +136,7 @@ def create_entry(
     max_value: int = DEFAULT_MAX_VALUE,
 ) -> SignedEntry:
     """Sign a new entry (a tombstone has an empty value)."""
-    _check_key(key)
+    check_key(key)
     if not isinstance(value, bytes):
         raise LocalProtocolError("an entry value is bytes")
     if tombstone and value:
@@ -187,7 +190,7 @@ def decode_entry(data: bytes, *, now_ms: int, max_value: int, verify: Verify) ->
     if version != ENTRY_VERSION or type(version) is not int:
         raise MalformedMessage(f"entry version {version!r:.20} is not {ENTRY_VERSION}")
     try:
-        _check_key(key)
+        check_key(key)
     except LocalProtocolError as exc:
         raise MalformedMessage(f"entry {exc}") from None
     if not isinstance(value, bytes):

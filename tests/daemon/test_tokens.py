@@ -63,6 +63,9 @@ async def test_tcp_requests_need_a_token_with_the_right_role_and_the_socket_none
                 )
                 wrong = await tcp.get("/v1/self", headers=bearer("nnt_wrong"))
                 assert wrong.status_code == 401
+                # Without a token nothing of the body is read: 401, not 413.
+                anonymous = await tcp.post("/v1/entries", content=b"x" * (9 * 1024 * 1024))
+                assert anonymous.status_code == 401
                 assert (await tcp.get("/v1/self", headers=bearer(read))).status_code == 200
                 body = {"key": "k", "value": "v"}
                 refused = await tcp.post("/v1/entries", json=body, headers=bearer(read))
