@@ -19,6 +19,8 @@ from pathlib import Path
 
 import lmdb
 
+from nodenet.daemon.lmdbfile import DataFileError, check_data_file
+
 __all__ = ["BackupError", "BackupReport", "backup"]
 
 MAX_DBS = 16
@@ -46,6 +48,10 @@ def backup(state_dir: Path, target: Path, *, include_key: bool = True) -> Backup
         raise BackupError(f"no nodenet state at {source} (is --state-dir right?)")
     if target.exists() and any(target.iterdir()):
         raise BackupError(f"{target} exists and is not empty; give a new directory")
+    try:
+        check_data_file(source)  # a truncated store would kill this process (SIGBUS)
+    except DataFileError as exc:
+        raise BackupError(str(exc)) from None
     started = time.monotonic()
     try:
         target.mkdir(mode=0o700, parents=True, exist_ok=True)

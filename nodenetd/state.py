@@ -57,6 +57,7 @@ import lmdb
 import msgpack
 import trio
 
+from nodenet.daemon.lmdbfile import DataFileError, check_data_file
 from nodenet.protocol.identity import NODE_ID_LEN, NodeId
 
 __all__ = [
@@ -289,6 +290,11 @@ class StateStore:
         it through `trio.to_thread.run_sync` (or use `open_state_store`)."""
         config = config or StateConfig()
         lock_fd = _lock_directory(path)
+        try:
+            check_data_file(path)
+        except DataFileError as exc:
+            os.close(lock_fd)
+            raise StateError(f"cannot open state store {path}: {exc}") from None
         try:
             env = lmdb.open(
                 str(path),

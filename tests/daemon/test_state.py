@@ -457,3 +457,46 @@ def test_the_read_slot_of_a_killed_reader_is_freed_at_open_and_on_demand(path: P
         assert store.clear_stale_readers() == 0
     finally:
         store.close()
+
+
+OPEN_STORE = """
+import sys
+from pathlib import Path
+from nodenet.daemon.state import StateError, StateStore
+try:
+    StateStore.open(Path(sys.argv[1])).close()
+except StateError as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
+async def test_a_truncated_data_file_is_refused_with_a_message_not_a_sigbus(path: Path):
+    # LMDB maps the file; reading a page past its end killed the process with SIGBUS and
+    # no message (a half-copied state directory, a partial backup). In a subprocess, so
+    # that the old behaviour fails this test instead of killing pytest.
+    with trio.fail_after(DEADLINE_S):
+        async with open_state_store(path) as store:
+            for i in range(200):
+                await store.write([Put("members", bytes([i % 256]) * 32, b"m" * 2000)])
+    data = path / "data.mdb"
+    whole = data.stat().st_size
+    with data.open("r+b") as f:
+        f.truncate(whole // 2)
+    result = subprocess.run(
+        [sys.executable, "-c", OPEN_STORE, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 3, (result.returncode, result.stderr[-500:])
+    assert f"{data} is truncated: {whole // 2} bytes, but its last commit needs" in result.stdout
+    assert "restore the state directory" in result.stdout
+    from nodenet.daemon.backup import BackupError, backup
+
+    assert path.name == "state"
+    with pytest.raises(BackupError, match="is truncated"):
+        backup(path.parent, path.parent / "backup")  # nodenet backup mapped it too
+    data.write_bytes(b"\x00" * 8192)
+    result = subprocess.run(
+        [sys.executable, "-c", OPEN_STORE, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 3
+    assert "is not an LMDB data file" in result.stdout
