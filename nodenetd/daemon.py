@@ -54,7 +54,7 @@ from nodenet.protocol.hlc import hlc_millis
 from nodenet.protocol.identity import CachingVerifier, short_ids
 from nodenet.protocol.keyring import ClusterKey, Keyring
 from nodenet.protocol.members import EventKind, MemberEvent, MemberInfo, MemberStatus
-from nodenet.protocol.membership import Membership
+from nodenet.protocol.membership import INCARNATION_CEILING, Membership
 from nodenet.protocol.messages import (
     Address,
     MemberState,
@@ -245,13 +245,31 @@ class Daemon:
 
     async def _run(self, task_status: trio.TaskStatus[MembershipService]) -> None:
         c = self.config
-        key, created = load_or_create_node_key(c.key_file)
+        if c.key_file.is_dir():
+            raise StartupError(
+                f"{c.key_file} is a directory; the node key must be a file: move it away"
+            )
+        try:
+            key, created = load_or_create_node_key(c.key_file)
+        except LocalProtocolError as exc:  # KeyFileError: what is wrong and where
+            raise StartupError(str(exc)) from exc
+        except OSError as exc:
+            raise StartupError(
+                f"cannot read or create the node key {c.key_file}: {exc.strerror}; run nodenetd"
+                " as the user that owns the state directory"
+            ) from exc
         self._key = key
         if created:
             log.info("created node key %s", c.key_file)
         if not c.keyring_file.exists():
             ring = Keyring([ClusterKey.generate()])
-            await trio.to_thread.run_sync(write_keyring, c.keyring_file, ring)
+            try:
+                await trio.to_thread.run_sync(write_keyring, c.keyring_file, ring)
+            except OSError as exc:
+                raise StartupError(
+                    f"no keyring at {c.keyring_file} and cannot create one: {exc.strerror};"
+                    " write it with `nodenet init`, or make its directory writable"
+                ) from exc
             log.warning(
                 "no keyring at %s: created one with a new cluster key %s; other nodes need it"
                 " (`nodenet token`)",
@@ -270,7 +288,18 @@ class Daemon:
         except Exception as exc:
             raise StartupError(str(exc)) from exc
         blobs = await self.store.load_members()
-        stored_incarnation = await self.store.load_incarnation()
+        try:
+            stored_incarnation = await self.store.load_incarnation()
+        except StateError as exc:
+            raise StartupError(
+                f"{exc}; the node must not reuse an incarnation: restore the state directory"
+                " from a backup, or move it away (the node then rejoins as new)"
+            ) from exc
+        if stored_incarnation >= INCARNATION_CEILING - 1:
+            raise StartupError(
+                f"the stored incarnation {stored_incarnation} is at the ceiling (2^63); this"
+                " node's identity is used up: move the state directory away and start anew"
+            )
         try:
             self._tag_changes = await self.store.load_tag_changes()
         except StateError as exc:

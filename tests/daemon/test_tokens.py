@@ -136,3 +136,34 @@ def test_a_tokens_file_that_is_not_utf8_is_a_token_error_naming_it(tmp_path):
     path.chmod(0o600)
     with pytest.raises(TokenError, match=r"api-tokens is not UTF-8 text"):
         Tokens.load(path)
+
+
+async def _start_fails(config_path) -> str:
+    with trio.fail_after(30), pytest.raises(StartupError) as raised:
+        await Daemon(load_config(config_path, environ={})).run()
+    return str(raised.value)
+
+
+async def test_damaged_identity_files_stop_start_up_with_one_line_naming_them():
+    # Each used to surface as a traceback (the message inside was often good, but the
+    # daemon printed 30 lines; found by a durability review).
+    from nodenet.daemon.state import META_INCARNATION, Put, open_state_store
+
+    root = short_tmpdir()
+    try:
+        config_path = node_dir(root, "t")
+        key = root / "t" / "node.key"
+        key.write_bytes(b"garbage, not a key")
+        key.chmod(0o600)
+        assert "key file" in await _start_fails(config_path)
+        key.unlink()
+        key.mkdir()
+        assert "is a directory" in await _start_fails(config_path)
+        key.rmdir()
+        async with open_state_store(root / "t" / "state") as store:
+            await store.write([Put("meta", META_INCARNATION, b"\xc1")])
+        message = await _start_fails(config_path)
+        assert "incarnation is corrupt" in message
+        assert "restore the state directory" in message
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
