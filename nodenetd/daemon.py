@@ -11,13 +11,14 @@ closed, everything cancelled within `shutdown_timeout_s`.
 from __future__ import annotations
 
 import base64
+import errno
 import functools
 import logging
 import os
 import random
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,7 @@ class Daemon:
         self._status_sent = ""
         self._opened: UdpTcpTransport | None = None
         """The transport `run` opened (None for one passed in); closed when `run` ends."""
+        self._keyring_lock = trio.Lock()
         self._tag_changes: dict[str, str | None] = {}
         """Runtime tag changes over the config's (None: deleted); saved in the state store."""
         self.metrics = Metrics()
@@ -638,45 +640,72 @@ class Daemon:
             if key.key_id == key_id:
                 return key
         raise ApiError(
-            404, "not_found", f"no installed cluster key has id {key_id!r} (see GET /v1/keys)"
+            404,
+            "not_found",
+            f"no installed cluster key has id {key_id!r} (see `nodenet keys list`, GET /v1/keys)",
         )
 
-    async def _change_keyring(self, ring: Keyring, what: str) -> dict[str, Any]:
+    async def _change_keyring(
+        self, change: Callable[[Keyring], Keyring | None], what: str
+    ) -> dict[str, Any]:
+        """Apply `change` to the current keyring (None: nothing to do), write it, use it.
+
+        One change at a time: two concurrent changes would each start from the same ring,
+        and the later write would undo the earlier one (both acknowledged)."""
         assert self.service is not None
-        await trio.to_thread.run_sync(write_keyring, self.config.keyring_file, ring)
-        self.service.codec.keyring = ring
-        log.info("keyring: %s", what)
-        return self.keys()
+        async with self._keyring_lock:
+            ring = change(self.service.codec.keyring)
+            if ring is None:
+                return self.keys()
+            try:
+                await trio.to_thread.run_sync(write_keyring, self.config.keyring_file, ring)
+            except OSError as exc:
+                raise ApiError(
+                    507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 503,
+                    "insufficient_storage"
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                    else "unavailable",
+                    f"cannot write the keyring {self.config.keyring_file}: {exc.strerror};"
+                    " it is unchanged",
+                ) from None
+            self.service.codec.keyring = ring
+            log.info("keyring: %s", what)
+            return self.keys()
 
     async def install_key(self, key: str) -> dict[str, Any]:
         """Install a key."""
-        assert self.service is not None
         try:
             new = ClusterKey.from_text(key)
         except LocalProtocolError as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
-        ring = self.service.codec.keyring
-        if new in ring.keys:
-            return self.keys()
-        return await self._change_keyring(ring.install(new), f"installed key {new.key_id}")
+        return await self._change_keyring(
+            lambda ring: None if new in ring.keys else ring.install(new),
+            f"installed key {new.key_id}",
+        )
 
     async def use_key(self, key_id: str) -> dict[str, Any]:
         """Make a key primary."""
-        assert self.service is not None
         key = self._find_key(key_id)
-        return await self._change_keyring(
-            self.service.codec.keyring.use(key), f"primary is now {key_id}"
-        )
+
+        def use(ring: Keyring) -> Keyring:
+            try:
+                return ring.use(key)
+            except LocalProtocolError as exc:  # removed meanwhile
+                raise ApiError(409, "conflict", str(exc)) from None
+
+        return await self._change_keyring(use, f"primary is now {key_id}")
 
     async def remove_key(self, key_id: str) -> dict[str, Any]:
         """Remove a secondary key."""
-        assert self.service is not None
         key = self._find_key(key_id)
-        try:
-            ring = self.service.codec.keyring.remove(key)
-        except LocalProtocolError as exc:
-            raise ApiError(409, "conflict", str(exc)) from None
-        return await self._change_keyring(ring, f"removed key {key_id}")
+
+        def remove(ring: Keyring) -> Keyring:
+            try:
+                return ring.remove(key)
+            except LocalProtocolError as exc:
+                raise ApiError(409, "conflict", str(exc)) from None
+
+        return await self._change_keyring(remove, f"removed key {key_id}")
 
     def health(self) -> tuple[bool, dict[str, str]]:
         """Readiness checks."""

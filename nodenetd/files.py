@@ -7,6 +7,7 @@ that was reported done survives a crash. Standard library only: the CLI uses it 
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 __all__ = ["write_atomically"]
@@ -15,7 +16,9 @@ __all__ = ["write_atomically"]
 def write_atomically(path: Path, text: str, *, mode: int) -> None:
     """Replace `path` with `text` (created with `mode`, less the umask); OSError on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Unique per call: two writers of one file in one process (or a leftover of a killed
+    # process whose pid came back) must not collide on the temporary name.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:

@@ -162,6 +162,26 @@ async def test_runtime_tag_changes_outlive_a_restart_over_the_configs_tags():
         shutil.rmtree(root, ignore_errors=True)
 
 
+async def test_concurrent_key_installs_are_all_kept(pair):
+    # Each install started from the same ring and the last write won: acknowledged keys
+    # were lost (and a shared temporary file name gave 500s; found by a durability review).
+    a, _ = pair
+    keys = [ClusterKey.generate() for _ in range(8)]
+    statuses: list[int] = []
+
+    async def install(key: ClusterKey) -> None:
+        statuses.append((await a.http.post("/v1/keys", json={"key": key.text})).status_code)
+
+    async with trio.open_nursery() as nursery:
+        for key in keys:
+            nursery.start_soon(install, key)
+    assert statuses == [200] * 8
+    listed = (await a.http.get("/v1/keys")).json()
+    assert {k.key_id for k in keys} <= {k["id"] for k in listed["keys"]}
+    on_disk = a.daemon.config.keyring_file.read_text()
+    assert all(k.text in on_disk for k in keys)
+
+
 async def test_keyring_install_use_remove_and_errors(pair):
     a, _ = pair
     new = ClusterKey.generate()
