@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
-from nodenet.daemon.events import EventHub
+from nodenet.daemon.events import EventHub, Subscription, TooManySubscribers
 from nodenet.daemon.metrics import CONTENT_TYPE
 from nodenet.daemon.patterns import PatternError, compile_pattern
 from nodenet.daemon.tokens import Role, Tokens, required_role
@@ -432,11 +432,7 @@ def create_app(daemon: DaemonApi) -> FastAPI:
                 )
             last_event_id = text
             resume = int(last_event_id)
-        return StreamingResponse(
-            _event_stream(daemon.hub, resume),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return _EventStream(daemon.hub, resume)
 
     def to_write(item: EntryRequest | EntriesRequest) -> EntryWrite:
         if item.signed is not None:
@@ -551,13 +547,42 @@ def create_app(daemon: DaemonApi) -> FastAPI:
     return app
 
 
-async def _event_stream(hub: EventHub, after: int | None) -> AsyncIterator[bytes]:
-    async with hub.subscribe(after) as channel:
+class _EventStream(StreamingResponse):
+    """Server-sent events from the hub. The whole response runs in the subscription's
+    cancel scope: a client that stops reading blocks the send, and the hub must still be
+    able to end it when it falls too far behind (it resumes by id after reconnecting)."""
+
+    def __init__(self, hub: EventHub, after: int | None) -> None:
+        self._hub = hub
+        self._after = after
+        self._subscription: Subscription | None = None
+        super().__init__(
+            self._body(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[..., Awaitable[Any]],
+        send: Callable[..., Awaitable[None]],
+    ) -> None:
+        try:
+            async with self._hub.subscribe(self._after) as subscription:
+                self._subscription = subscription
+                with subscription.scope:
+                    await super().__call__(scope, receive, send)
+        except TooManySubscribers as exc:
+            await _error(503, "unavailable", f"{exc}; try again later")(scope, receive, send)
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        assert self._subscription is not None
         yield b": connected\n\n"
         while True:
             with trio.move_on_after(KEEPALIVE_S) as idle:
                 try:
-                    event = await channel.receive()
+                    event = await self._subscription.receive()
                 except trio.EndOfChannel:
                     return
             if idle.cancelled_caught:

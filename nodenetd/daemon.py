@@ -724,7 +724,9 @@ class Daemon:
 
     def _on_entries(self, entries: list[SignedEntry], origin: str) -> None:
         for entry in entries:
-            self.hub.publish("entry", functools.partial(_entry_event, entry, origin))
+            self.hub.publish(
+                "entry", functools.partial(_entry_event, entry, origin), size=len(entry.value)
+            )
         self.handlers.dispatch(entries, origin)
 
     def _replication(self) -> StoreService:
