@@ -367,6 +367,8 @@ def _build(
     name = r.text("node.name", socket.gethostname())
     if not name or len(name) > 128:
         raise r.fail("node.name", name, "must be 1-128 characters")
+    if not name.isprintable():
+        raise r.fail("node.name", name, "must not contain control characters (newline, escape…)")
 
     tags_value = r.get("node.tags", {})
     if not isinstance(tags_value, dict) or not all(

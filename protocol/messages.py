@@ -23,6 +23,7 @@ into `MalformedMessage` or `BadSignature`, naming the message and field.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -201,6 +202,9 @@ def _ids(value: object, name: str) -> tuple[bytes, ...]:
     return value
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 controls
+
+
 def make_tags(tags: Mapping[str, str]) -> Tags:
     """Validate tags and return them in canonical (sorted) form."""
     pairs = tuple(sorted(tags.items()))
@@ -218,6 +222,13 @@ def _check_tags(value: object, name: str) -> Tags:
         key, val = pair
         if not isinstance(key, str) or not isinstance(val, str) or not key:
             raise LocalProtocolError(f"{name}: keys and values are strings, keys non-empty")
+        if _CONTROL.search(key) or _CONTROL.search(val):
+            # A name or tag is printed in logs and terminals: a newline forges log lines,
+            # an escape sequence rewrites the operator's screen.
+            raise LocalProtocolError(
+                f"{name}: keys and values must not contain control characters"
+                f" (newline, tab, escape…): {key!r:.40}={val!r:.40}"
+            )
         if previous is not None and key <= previous:
             raise LocalProtocolError(f"{name} must be sorted by key without duplicates")
         previous = key

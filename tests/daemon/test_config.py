@@ -143,3 +143,10 @@ def test_state_max_map_size_is_the_setting_the_store_full_error_names(tmp_path):
         file.write_text(f"[state]\nmax_map_size = {bad}\n")
         with pytest.raises(ConfigError, match=r"state\.max_map_size = .*must be a number of bytes"):
             load_config(file, environ={})
+
+
+def test_a_node_name_with_control_characters_is_refused(tmp_path):
+    file = tmp_path / "n.toml"
+    file.write_text('[node]\nname = "web\\nERROR forged"\n')
+    with pytest.raises(ConfigError, match=r"node\.name = .*control characters"):
+        load_config(file, environ={})

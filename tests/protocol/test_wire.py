@@ -260,6 +260,21 @@ def test_given_oversized_tags_in_a_signed_alive_when_decoded_then_malformed():
         codec(BOB, max_datagram_size=4000).decode_datagram(packet, NOW_MS)
 
 
+@pytest.mark.parametrize("name", ["web\nERROR daemon: forged", "\x1b]0;owned\x07", "a\x9b2J"])
+def test_given_control_characters_in_a_signed_name_when_decoded_then_malformed(name):
+    # Names and tags are printed in logs and terminals: a member must not be able to forge
+    # log lines or send escape sequences to an operator's screen (adversarial review).
+    claim = msgpack.packb(
+        [MessageType.ALIVE, node_id_of(ALICE), 1, [b"\x7f\x00\x00\x01", 7950], {"name": name}],
+        use_bin_type=True,
+    )
+    packet = craft([[MessageType.ALIVE, claim, sign(ALICE, CLAIM_CONTEXT, claim)]])
+    with pytest.raises(MalformedMessage, match="control characters"):
+        codec(BOB).decode_datagram(packet, NOW_MS)
+    with pytest.raises(LocalProtocolError, match="control characters"):
+        Alive.create(ALICE, incarnation=1, address=Address("::1", 1), tags={"name": name})
+
+
 def test_given_tags_over_the_limit_when_creating_alive_then_local_error():
     with pytest.raises(LocalProtocolError, match="limit is 512"):
         Alive.create(
