@@ -223,7 +223,8 @@ class MembershipService:
             self._flush()
 
     def _log_drop(self, source: Address, exc: RemoteProtocolError) -> None:
-        """Say why a peer's packets are refused, once per source and reason per minute."""
+        """Say why a peer's packets (or TCP requests) are refused, once per source and reason
+        per minute: a flood of bad input must not become a flood of log lines."""
         now = self.clock.now()
         key = (source.host, exc.reason)
         if now - self._last_drop_log.get(key, -math.inf) < 60.0:
@@ -400,7 +401,7 @@ class MembershipService:
                     await conn.send(reply)
         except RemoteProtocolError as exc:
             self._drop(exc.reason)
-            log.info("bad TCP request from %s: %s", peer, exc)
+            self._log_drop(peer, exc)  # as for datagrams: a line per source and reason a minute
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.debug("TCP connection from %s failed: %s", peer, exc)
         finally:
