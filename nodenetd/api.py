@@ -131,7 +131,7 @@ class _Body(BaseModel):
     """A request body: values must have the types the schema says (strict: `0` is not
     `false`, `"1"` is not `1`), so the API accepts exactly what `/openapi.json` promises."""
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, extra="forbid")  # a misspelt field is a 422
 
 
 class JoinRequest(_Body):
@@ -436,10 +436,16 @@ def create_app(daemon: DaemonApi) -> FastAPI:
 
     def to_write(item: EntryRequest | EntriesRequest) -> EntryWrite:
         if item.signed is not None:
+            if item.key is not None or item.value is not None or item.value_b64 is not None:
+                raise ApiError(
+                    400, "bad_request", "a signed entry carries its key and value: send only it"
+                )
             return EntryWrite(signed=_b64(item.signed, "signed"))
         if item.key is None:
             raise ApiError(400, "bad_request", "an entry needs a key (or a signed entry)")
         if item.delete:
+            if item.value is not None or item.value_b64 is not None:
+                raise ApiError(400, "bad_request", "a delete has no value: drop value/value_b64")
             return EntryWrite(key=item.key, tombstone=True)
         if (item.value is None) == (item.value_b64 is None):
             raise ApiError(400, "bad_request", "give exactly one of value (text) or value_b64")
@@ -459,6 +465,13 @@ def create_app(daemon: DaemonApi) -> FastAPI:
     )
     async def post_entries(request: EntriesRequest) -> dict[str, Any]:
         if request.entries is not None:
+            single = (request.key, request.value, request.value_b64, request.signed)
+            if request.delete or any(field is not None for field in single):
+                raise ApiError(
+                    400,
+                    "bad_request",
+                    "give one entry (key, value…) or a batch (entries), not both",
+                )
             return {"entries": await daemon.put_entries([to_write(i) for i in request.entries])}
         (written,) = await daemon.put_entries([to_write(request)])
         return written

@@ -179,6 +179,11 @@ async def test_bad_signed_entries_are_refused_with_a_clear_error_and_not_stored(
         # no coercion: the schema says boolean and string (schemathesis ST201 found `0`)
         ({"key": "k", "value": "v", "delete": 0}, 422),
         ({"key": "k", "value": 5}, 422),
+        # Parts of a request that would be silently ignored (adversarial review):
+        ({"key": "k", "value": "v", "entries": [{"key": "j", "value": "w"}]}, 400),
+        ({"key": "k", "value": "v", "delete": True}, 400),
+        ({"key": "k", "value": "v", "vlaue": "typo"}, 422),
+        ({"entries": [{"key": "k", "value": "v", "extra": 1}]}, 422),
     ],
 )
 async def test_bad_writes_get_clear_errors(pair, body, status):
