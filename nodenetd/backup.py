@@ -53,44 +53,75 @@ def backup(state_dir: Path, target: Path, *, include_key: bool = True) -> Backup
     except DataFileError as exc:
         raise BackupError(str(exc)) from None
     started = time.monotonic()
+    # Everything goes into a hidden partial directory beside `target`, renamed to `target`
+    # once complete (BACKUP.json last): an interrupted or failed backup leaves no directory
+    # that looks like a backup (a half-copied data.mdb killed a daemon started on it).
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
-        target.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (target / "state").mkdir(mode=0o700)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(mode=0o700)
+        (partial / "state").mkdir(mode=0o700)
+    except OSError as exc:
+        raise BackupError(f"cannot create {partial}: {exc.strerror}") from exc
+    try:
+        report = _copy(state_dir, source, partial, target, include_key, started)
+        if target.exists():
+            target.rmdir()  # checked empty above
+        partial.rename(target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return report
+
+
+def _copy(
+    state_dir: Path,
+    source: Path,
+    partial: Path,
+    target: Path,
+    include_key: bool,
+    started: float,
+) -> BackupReport:
+    try:
         env = lmdb.open(str(source), readonly=True, lock=True, max_dbs=MAX_DBS, subdir=True)
     except lmdb.Error as exc:
         raise BackupError(f"cannot open {source}: {exc} (run as the nodenet user or root)") from exc
-    except OSError as exc:
-        raise BackupError(f"cannot create {target}: {exc.strerror}") from exc
     try:
         with env.begin() as txn:
             counts = {name: _count(env, txn, name) for name in ("entries", "members")}
-        env.copy(str(target / "state"), compact=True)
+        env.copy(str(partial / "state"), compact=True)
     except lmdb.Error as exc:
         raise BackupError(f"copying {source} failed: {exc}") from exc
     finally:
         env.close()
-    for name in ("keyring", "node.key") if include_key else ("keyring",):
-        if (state_dir / name).exists():
-            shutil.copy2(state_dir / name, target / name)
-            os.chmod(target / name, 0o600)
-    size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
-    report = BackupReport(
-        target, counts["entries"], counts["members"], size, time.monotonic() - started
-    )
-    (target / "BACKUP.json").write_text(
-        json.dumps(
-            {
-                "nodenet": version("nodenetd"),
-                "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "source": str(state_dir),
-                "entries": report.entries,
-                "members": report.members,
-                "includes_node_key": include_key,
-            },
-            indent=2,
+    try:
+        for name in ("keyring", "node.key") if include_key else ("keyring",):
+            if (state_dir / name).exists():
+                shutil.copy2(state_dir / name, partial / name)
+                os.chmod(partial / name, 0o600)
+        size = sum(f.stat().st_size for f in partial.rglob("*") if f.is_file())
+        report = BackupReport(
+            target, counts["entries"], counts["members"], size, time.monotonic() - started
         )
-        + "\n"
-    )
+        (partial / "BACKUP.json").write_text(
+            json.dumps(
+                {
+                    "nodenet": version("nodenetd"),
+                    "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "source": str(state_dir),
+                    "entries": report.entries,
+                    "members": report.members,
+                    "includes_node_key": include_key,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    except OSError as exc:
+        raise BackupError(
+            f"writing the backup failed: {exc.strerror} ({exc.filename}); nothing was kept"
+        ) from exc
     return report
 
 

@@ -500,3 +500,22 @@ async def test_a_truncated_data_file_is_refused_with_a_message_not_a_sigbus(path
     )
     assert result.returncode == 3
     assert "is not an LMDB data file" in result.stdout
+
+
+async def test_a_backup_that_fails_midway_leaves_nothing_that_looks_like_a_backup(path: Path):
+    from nodenet.daemon.backup import BackupError, backup
+
+    with trio.fail_after(DEADLINE_S):
+        async with open_state_store(path) as store:
+            await store.write([Put("members", b"m" * 32, b"state")])
+    (path.parent / "node.key").mkdir()  # copying it fails after the store was copied
+    target = path.parent / "backups" / "today"
+    with pytest.raises(BackupError, match="writing the backup failed.*nothing was kept"):
+        backup(path.parent, target)
+    assert not target.exists()
+    assert list((path.parent / "backups").iterdir()) == []  # no partial directory either
+    (path.parent / "node.key").rmdir()
+    report = backup(path.parent, target)
+    assert report.members == 1
+    assert (target / "BACKUP.json").exists()
+    assert sorted(p.name for p in target.iterdir()) == ["BACKUP.json", "state"]
