@@ -510,7 +510,7 @@ async def test_a_backup_that_fails_midway_leaves_nothing_that_looks_like_a_backu
             await store.write([Put("members", b"m" * 32, b"state")])
     (path.parent / "node.key").mkdir()  # copying it fails after the store was copied
     target = path.parent / "backups" / "today"
-    with pytest.raises(BackupError, match="writing the backup failed.*nothing was kept"):
+    with pytest.raises(BackupError, match=r"writing the backup failed.*nothing was kept"):
         backup(path.parent, target)
     assert not target.exists()
     assert list((path.parent / "backups").iterdir()) == []  # no partial directory either
