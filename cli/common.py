@@ -1,7 +1,8 @@
 """What every `nodenet` command shares: its options, exit codes and error reporting.
 
 Exit codes (DESIGN §5): 0 success, 1 the request failed (the API's message is printed),
-2 usage error (typer's own), 69 (EX_UNAVAILABLE from sysexits.h) the daemon did not answer,
+2 usage error (typer's own, or the daemon refusing the input as bad_request/invalid: a bad
+address, key or filter), 69 (EX_UNAVAILABLE from sysexits.h) the daemon did not answer,
 with a one-line hint and never a traceback.
 """
 
@@ -99,4 +100,6 @@ def call(
     except Unreachable as exc:
         raise unavailable(exc) from None
     except ApiError as exc:
-        raise fail(exc.message) from None
+        # The daemon refused what the user typed (a bad address, key, filter): a usage
+        # error, as typer's own are; anything else is the request failing.
+        raise fail(exc.message, 2 if exc.code in ("bad_request", "invalid") else 1) from None

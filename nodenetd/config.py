@@ -293,8 +293,9 @@ def _check_known(raw: Mapping[str, Any], origin: Mapping[str, str]) -> None:
         if section == "handlers":
             continue
         if section not in SCHEMA:
+            first = f"{section}.{next(iter(values), '')}"
             raise ConfigError(
-                f"unknown section [{section}] (from {origin.get(next(iter(values), ''), '?')});"
+                f"unknown section [{section}] (from {origin.get(first, 'the config file')});"
                 f" known sections: {', '.join(SCHEMA)}"
             )
         for key in values:

@@ -142,6 +142,14 @@ def test_given_no_address_joins_when_join_then_exit_1_with_the_api_message(api: 
     assert result.stdout == ""
 
 
+def test_given_an_address_the_daemon_refuses_when_join_then_usage_error(api: str, fake: FakeApi):
+    message = "'notanaddr' is not an IP address with an optional port"
+    fake.respond("POST", "/v1/join", 400, error("bad_request", message))
+    result = runner.invoke(app, ["join", "notanaddr", "--api", api])
+    assert result.exit_code == 2  # what the user typed, as typer's usage errors
+    assert result.stderr == f"nodenet: {message}\n"
+
+
 def test_when_join_without_address_then_usage_error():
     assert runner.invoke(app, ["join"]).exit_code == 2
 

@@ -49,7 +49,7 @@ def test_given_file_environment_and_flags_then_later_sources_win(tmp_path):
         ("[network]\nport = 70000\n", {}, "network.port = 70000 (from "),
         ('[network]\nport = "x"\n', {}, "not a port"),
         ("[network]\nprot = 1\n", {}, "unknown key network.prot"),
-        ("[netwrk]\nport = 1\n", {}, "unknown section [netwrk]"),
+        ("[netwrk]\nport = 1\n", {}, "unknown section [netwrk] (from /"),
         ('[network]\nbind = "::"\n', {}, "needs network.advertise"),
         ('[network]\nbind = "example.com"\n', {}, "host names are not resolved"),
         ('[network]\nseeds = ["10.0.0.1:99999"]\n', {}, "port '99999' is not in 1-65535"),
