@@ -102,4 +102,10 @@ def call(
     except ApiError as exc:
         # The daemon refused what the user typed (a bad address, key, filter): a usage
         # error, as typer's own are; anything else is the request failing.
-        raise fail(exc.message, 2 if exc.code in ("bad_request", "invalid") else 1) from None
+        message = exc.message
+        if exc.status == 401:
+            message += (
+                "; the CLI sends the token in $NODENET_API_TOKEN (create one on the daemon's"
+                " machine with `nodenet api-token create NAME --role read|write|admin`)"
+            )
+        raise fail(message, 2 if exc.code in ("bad_request", "invalid") else 1) from None

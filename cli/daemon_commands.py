@@ -166,13 +166,18 @@ def keys_list(as_json: AsJson = False, api: Api = None) -> None:
 
 def keys_install(
     key: Annotated[
-        str, typer.Argument(metavar="KEY", help="Base64 cluster key, or - to read it from stdin.")
+        str,
+        typer.Argument(
+            metavar="KEY",
+            help="Base64 cluster key (a keyring file's line will do), or - to read it from stdin.",
+        ),
     ],
     as_json: AsJson = False,
     api: Api = None,
 ) -> None:
     """Add a cluster key to this node's keyring as a secondary key."""
-    text = sys.stdin.readline().strip() if key == "-" else key.strip()
+    text = sys.stdin.readline() if key == "-" else key
+    text = text.split("#", 1)[0].strip()  # a line of a keyring file: "KEY  # key id …"
     try:
         ident = key_id(check_key_text(text))
     except ValueError as exc:

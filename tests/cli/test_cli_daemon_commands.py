@@ -150,6 +150,14 @@ def test_given_an_address_the_daemon_refuses_when_join_then_usage_error(api: str
     assert result.stderr == f"nodenet: {message}\n"
 
 
+def test_given_a_401_then_the_message_says_how_the_cli_sends_a_token(api: str, fake: FakeApi):
+    fake.respond("GET", "/v1/peers", 401, error("unauthorized", "a bearer token is needed"))
+    result = runner.invoke(app, ["peers", "--api", api])
+    assert result.exit_code == 1
+    assert "NODENET_API_TOKEN" in result.stderr
+    assert "nodenet api-token create" in result.stderr
+
+
 def test_when_join_without_address_then_usage_error():
     assert runner.invoke(app, ["join"]).exit_code == 2
 
@@ -213,6 +221,16 @@ def test_when_keys_install_then_key_posted_and_its_id_printed(api: str, fake: Fa
 def test_given_dash_when_keys_install_then_key_read_from_stdin(api: str, fake: FakeApi):
     key = ClusterKey.generate()
     result = runner.invoke(app, ["keys", "install", "-", "--api", api], input=key.text + "\n")
+    assert result.exit_code == 0, result.output
+    assert fake.only_request().body == {"key": key.text}
+
+
+def test_given_a_line_of_a_keyring_file_when_keys_install_then_its_key_is_sent(
+    api: str, fake: FakeApi
+):
+    key = ClusterKey.generate()
+    line = f"{key.text}  # key id {key.key_id}"  # as `cat keyring` shows it
+    result = runner.invoke(app, ["keys", "install", "-", "--api", api], input=line + "\n")
     assert result.exit_code == 0, result.output
     assert fake.only_request().body == {"key": key.text}
 
