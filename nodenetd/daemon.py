@@ -41,6 +41,7 @@ from nodenet.daemon.notify import Notifier
 from nodenet.daemon.replication import StoreService
 from nodenet.daemon.service import Clock, MembershipService, SystemClock
 from nodenet.daemon.state import META_INCARNATION, Delete, Put, StateError, StateStore
+from nodenet.daemon.store import DamagedEntries
 from nodenet.daemon.tokens import TokenError, Tokens
 from nodenet.daemon.transport import Transport, UdpTcpTransport
 from nodenet.protocol.entries import (
@@ -773,7 +774,16 @@ class Daemon:
             check_key(key)
         except LocalProtocolError as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
-        encoded = await trio.to_thread.run_sync(replication.store.head_sync, key)
+        try:
+            encoded = await trio.to_thread.run_sync(replication.store.head_sync, key)
+        except DamagedEntries as exc:
+            await self._repair(exc.keys)
+            raise ApiError(
+                503,
+                "unavailable",
+                f"the stored entry for key {key!r} was damaged on disk; it was dropped and is"
+                " fetched again from a peer by anti-entropy: retry shortly",
+            ) from None
         if encoded is None:
             return None
         entry = self._decode_stored(encoded)
@@ -782,13 +792,30 @@ class Daemon:
     async def list_entries(self, prefix: str, after: str | None, limit: int) -> dict[str, Any]:
         """Live heads under `prefix` in key order, and the key to continue `after`."""
         replication = self._replication()
-        blobs = await trio.to_thread.run_sync(replication.store.list_sync, prefix, after, limit + 1)
+        blobs, damaged = await trio.to_thread.run_sync(
+            replication.store.list_sync, prefix, after, limit + 1
+        )
+        if damaged:
+            await self._repair(damaged)
         more = len(blobs) > limit
         entries = [self._decode_stored(b) for b in blobs[:limit]]
         return {
             "entries": [entry_json(e) for e in entries if not e.tombstone],
             "next": entries[-1].key if more else None,
         }
+
+    async def _repair(self, keys: list[str]) -> None:
+        """Drop stored heads whose bytes no longer hash to their id, so that anti-entropy
+        fetches them again (the summary index no longer counts them)."""
+        replication = self._replication()
+        removed = await replication.store.forget_damaged(keys)
+        replication.stats.damaged += removed
+        log.error(
+            "state store: %d stored entries were damaged on disk (%s); dropped them, to be"
+            " fetched again from peers; check the disk",
+            removed,
+            ", ".join(repr(k) for k in keys[:5]),
+        )
 
     async def store_summary(self) -> dict[str, Any]:
         """Entry count and a digest of every head (equal on replicas in sync)."""

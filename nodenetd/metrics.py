@@ -177,6 +177,11 @@ def _store_metrics(store: StoreService) -> Iterator[Metric]:
         ("entries_submitted", s.submitted, "Entries written through this node's API."),
         ("entries_dropped", s.dropped_queue_full, "Gossiped entries dropped: ingest queue full."),
         (
+            "store_damaged_entries",
+            s.damaged,
+            "Stored entries found damaged on disk, dropped to be fetched again from peers.",
+        ),
+        (
             "store_write_failures",
             s.write_failures,
             "Batches of replicated entries the state store refused (disk or map full).",

@@ -100,6 +100,9 @@ class StoreStats:
     rejected: dict[str, int] = field(default_factory=dict)
     """Entries refused before storing, by reason (bad_signature, future, malformed, …)."""
     dropped_queue_full: int = 0
+    damaged: int = 0
+    """Stored entries found damaged on disk (bytes no longer hashing to their id), dropped
+    so that anti-entropy fetches them again."""
     write_failures: int = 0
     """Batches of verified entries the state store refused (disk or state.max_map_size full):
     the daemon goes on serving; anti-entropy fetches them again later."""

@@ -32,7 +32,7 @@ import lmdb
 import msgpack
 
 from nodenet.daemon.state import Apply, StateStore
-from nodenet.protocol.entries import ENTRY_ID_LEN, SignedEntry
+from nodenet.protocol.entries import ENTRY_ID_LEN, SignedEntry, entry_id
 from nodenet.protocol.hlc import pack_hlc
 from nodenet.protocol.reconcile import (
     INFINITY,
@@ -43,7 +43,15 @@ from nodenet.protocol.reconcile import (
     fingerprint_value,
 )
 
-__all__ = ["PAGE_MAX", "EntryStore", "Head", "IngestOutcome", "LmdbItemSource", "item_key"]
+__all__ = [
+    "PAGE_MAX",
+    "DamagedEntries",
+    "EntryStore",
+    "Head",
+    "IngestOutcome",
+    "LmdbItemSource",
+    "item_key",
+]
 
 log = logging.getLogger("nodenet.store")
 
@@ -79,6 +87,14 @@ class Head:
     @property
     def item(self) -> bytes:
         return item_key(self.hlc, self.id)
+
+
+class DamagedEntries(Exception):
+    """Stored entries whose bytes no longer hash to their id; `keys` are theirs."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(f"damaged on disk: {', '.join(repr(k) for k in keys[:5])}")
+        self.keys = keys
 
 
 class IngestOutcome:
@@ -222,29 +238,52 @@ class EntryStore:
     # --- reads (blocking: run them in a worker thread) -----------------------------------
 
     def head_sync(self, key: str) -> bytes | None:
-        """The encoded head entry of `key` (a tombstone included), or None."""
+        """The encoded head entry of `key` (a tombstone included), or None; DamagedEntries
+        if its bytes on disk no longer hash to its id."""
         with self.state.reader() as (txn, dbs):
             raw = txn.get(key.encode("utf-8"), db=dbs["heads"])
             if raw is None:
                 return None
-            value: bytes | None = txn.get(Head.parse(raw).item, db=dbs["entries"])
+            head = Head.parse(raw)
+            value: bytes | None = txn.get(head.item, db=dbs["entries"])
+            if value is not None and entry_id(value) != head.id:
+                raise DamagedEntries([key])
             return value
 
-    def list_sync(self, prefix: str, after: str | None, limit: int) -> list[bytes]:
-        """Head entries whose key starts with `prefix`, after key `after`, in key order."""
+    def list_sync(
+        self, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[bytes], list[str]]:
+        """Head entries whose key starts with `prefix`, after key `after`, in key order; and
+        the keys whose head is damaged on disk (left out of the list)."""
         found: list[bytes] = []
+        damaged: list[str] = []
         start = prefix.encode("utf-8")
         first = max(after.encode("utf-8") + b"\x00" if after is not None else start, start)
         with self.state.reader() as (txn, dbs), txn.cursor(dbs["heads"]) as cursor:
             if not cursor.set_range(first):
-                return found
+                return found, damaged
             for key, raw in cursor:
                 if not key.startswith(start) or len(found) >= limit:
                     break
-                value = txn.get(Head.parse(raw).item, db=dbs["entries"])
-                if value is not None:
-                    found.append(value)
-        return found
+                head = Head.parse(raw)
+                value = txn.get(head.item, db=dbs["entries"])
+                if value is None:
+                    continue
+                if entry_id(value) != head.id:
+                    damaged.append(key.decode("utf-8", "replace"))
+                    continue
+                found.append(value)
+        return found, damaged
+
+    async def forget_damaged(self, keys: Sequence[str]) -> int:
+        """Remove the heads of `keys` whose bytes on disk no longer hash to their id (bit
+        rot, a bad copy): anti-entropy then fetches them again from a peer, as entries this
+        node never had. Checked again inside the write; how many were removed."""
+        ((removed, count, order),) = await self.state.write(
+            [Apply(lambda txn, dbs: (*_forget_damaged(txn, dbs, keys), next(self._writes)))]
+        )
+        self._note_count(count, order)
+        return int(removed)
 
     def get_by_ids_sync(self, ids: Sequence[bytes]) -> list[bytes]:
         """Encoded entries for the ids we hold (others are skipped), in the order asked."""
@@ -321,6 +360,26 @@ def _ingest(
     return outcomes, int(txn.stat(dbs["entries"])["entries"])
 
 
+def _forget_damaged(txn: lmdb.Transaction[bytes], dbs: Dbs, keys: Sequence[str]) -> tuple[int, int]:
+    changes: list[tuple[bytes, int]] = []
+    for key in keys:
+        encoded_key = key.encode("utf-8")
+        raw = txn.get(encoded_key, db=dbs["heads"])
+        if raw is None:
+            continue
+        head = Head.parse(raw)
+        value = txn.get(head.item, db=dbs["entries"])
+        if value is None or entry_id(value) == head.id:
+            continue  # replaced meanwhile, or not damaged after all
+        txn.delete(encoded_key, db=dbs["heads"])
+        txn.delete(head.item, db=dbs["entries"])
+        txn.delete(head.item, db=dbs["tombstones"])
+        txn.delete(head.id, db=dbs["ids"])
+        changes.append((head.item, -1))
+    _summary_changes(txn, dbs, changes)
+    return len(changes), int(txn.stat(dbs["entries"])["entries"])
+
+
 def _collect(txn: lmdb.Transaction[bytes], dbs: Dbs, horizon: bytes, limit: int) -> tuple[int, int]:
     """Remove tombstone heads older than `horizon` (an item key)."""
     expired: list[bytes] = []
@@ -335,9 +394,12 @@ def _collect(txn: lmdb.Transaction[bytes], dbs: Dbs, horizon: bytes, limit: int)
         txn.delete(item, db=dbs["tombstones"])
         if encoded is None:
             continue
-        body = msgpack.unpackb(msgpack.unpackb(encoded)[0], raw=False)
-        key = body[1].encode("utf-8")
-        raw = txn.get(key, db=dbs["heads"])
+        try:
+            body = msgpack.unpackb(msgpack.unpackb(encoded)[0], raw=False)
+            key = body[1].encode("utf-8")
+        except (ValueError, TypeError, IndexError, AttributeError, msgpack.UnpackException):
+            key = None  # damaged on disk: its head (if it still points here) reads as absent
+        raw = txn.get(key, db=dbs["heads"]) if key else None
         if raw is not None and Head.parse(raw).item == item:
             txn.delete(key, db=dbs["heads"])
         txn.delete(item, db=dbs["entries"])

@@ -299,3 +299,27 @@ async def test_gossiped_copies_of_a_held_entry_are_dropped_before_verification(p
     metrics = (await a.http.get("/metrics")).text
     (value,) = re.findall(r"^nodenet_entry_copies_skipped_total (\S+)$", metrics, re.MULTILINE)
     assert float(value) >= 4
+
+
+async def test_a_damaged_stored_entry_is_a_503_for_its_key_and_left_out_of_lists(pair):
+    from nodenet.daemon.state import Apply
+    from nodenet.daemon.store import item_key
+
+    a, _ = pair
+    for key in ("d/1", "d/2"):
+        response = await a.http.post("/v1/entries", json={"key": key, "value": "v"})
+        assert response.status_code == 200, response.text
+    replication = a.daemon.replication
+    assert replication is not None
+    encoded = await trio.to_thread.run_sync(replication.store.head_sync, "d/1")
+    entry = a.daemon._decode_stored(encoded)
+    item = item_key(entry.hlc, entry.id)
+    flipped = encoded[:-1] + bytes([encoded[-1] ^ 1])
+    await replication.store.state.write(
+        [Apply(lambda txn, dbs: txn.put(item, flipped, db=dbs["entries"]))]
+    )
+    listed = await a.http.get("/v1/entries", params={"prefix": "d/"})
+    assert listed.status_code == 200
+    assert [e["key"] for e in listed.json()["entries"]] == ["d/2"]
+    assert (await a.http.get("/v1/entries/d/1")).status_code == 404  # dropped by the listing
+    assert "nodenet_store_damaged_entries_total 1.0" in (await a.http.get("/metrics")).text

@@ -85,9 +85,9 @@ async def test_list_by_prefix_with_paging(store):
     await store.ingest(
         [entry(f"app/{i:02d}", NOW_MS) for i in range(10)] + [entry("other", NOW_MS)], now_ms=NOW_MS
     )
-    page = await trio.to_thread.run_sync(store.list_sync, "app/", None, 4)
-    assert len(page) == 4
-    rest = await trio.to_thread.run_sync(store.list_sync, "app/", "app/03", 100)
+    page, damaged = await trio.to_thread.run_sync(store.list_sync, "app/", None, 4)
+    assert (len(page), damaged) == (4, [])
+    rest, _ = await trio.to_thread.run_sync(store.list_sync, "app/", "app/03", 100)
     assert len(rest) == 6
 
 
@@ -225,3 +225,41 @@ async def test_an_lmdb_store_reconciles_exactly_with_a_peer(store):
     theirs = {i for _, i in theirs_items} | {i for _, i in extra}
     assert local.have == ours - theirs
     assert local.need == theirs - ours
+
+
+async def test_an_entry_damaged_on_disk_is_found_on_read_and_dropped_for_repair(store, tmp_path):
+    # One flipped byte in a stored entry made GET and every listing of its prefix answer
+    # 500 (found by a durability review). Its bytes no longer hash to its id: reads name
+    # it, and dropping it lets anti-entropy see the difference and fetch it again.
+    from nodenet.daemon.state import Apply
+    from nodenet.daemon.store import DamagedEntries
+
+    good = [entry(f"app/{i}", NOW_MS + i) for i in range(3)]
+    await store.ingest(good, now_ms=NOW_MS + 10)
+    damaged = good[1]
+    item = item_key(damaged.hlc, damaged.id)
+    flipped = damaged.encoded[:-1] + bytes([damaged.encoded[-1] ^ 1])
+    await store.state.write([Apply(lambda txn, dbs: txn.put(item, flipped, db=dbs["entries"]))])
+
+    with pytest.raises(DamagedEntries) as raised:
+        await trio.to_thread.run_sync(store.head_sync, "app/1")
+    assert raised.value.keys == ["app/1"]
+    listed, found = await trio.to_thread.run_sync(store.list_sync, "app/", None, 10)
+    assert (listed, found) == ([good[0].encoded, good[2].encoded], ["app/1"])
+
+    assert await store.forget_damaged(["app/0", "app/1"]) == 1  # app/0 is intact: kept
+    assert await trio.to_thread.run_sync(store.head_sync, "app/1") is None
+    assert store.count == 2
+    check_index(store)
+    # The fingerprint is now that of a store that never had it: a peer that holds it sees
+    # the difference at the next anti-entropy round and sends it.
+    other = EntryStore(await trio.to_thread.run_sync(StateStore.open, tmp_path / "other"))
+    try:
+        await other.ingest([good[0], good[2]], now_ms=NOW_MS + 10)
+        ours = await trio.to_thread.run_sync(store.fingerprint_sync)
+        theirs = await trio.to_thread.run_sync(other.fingerprint_sync)
+        assert ours == theirs
+        assert await store.ingest([damaged], now_ms=NOW_MS + 10)  # and takes it back
+        assert await trio.to_thread.run_sync(store.head_sync, "app/1") == damaged.encoded
+    finally:
+        await other.state.aclose()
