@@ -138,7 +138,7 @@ def format_self(node: Mapping[str, Any]) -> str:
         ("awareness", f"{awareness} ({health})"),
         ("members", counts),
         ("tags", format_tags(node.get("tags") or {}) or "-"),
-        ("keyring", f"primary {keyring.get('primary', '?')}, {keyring.get('keys', '?')} key(s)"),
+        ("keyring", f"primary {keyring.get('primary', '?')}, {_count(keyring.get('keys'), 'key')}"),
         ("uptime", format_duration(uptime) if isinstance(uptime, int | float) else "?"),
         ("version", f"{node.get('version', '?')} (protocol {node.get('protocol', '?')})"),
     ]
@@ -260,3 +260,8 @@ def format_member_event(data: Mapping[str, Any]) -> str:
         f"{data['at']}{GAP}member {printable(str(member.get('name', '?')))}{GAP}{data['kind']}"
         f"{GAP}({ident}, {member.get('address', '?')})"
     )
+
+
+def _count(n: object, noun: str) -> str:
+    """ "1 key", "2 keys", "? keys" when the daemon did not say."""
+    return f"{n} {noun}" if n == 1 else f"{n if isinstance(n, int) else '?'} {noun}s"

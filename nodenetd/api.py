@@ -412,7 +412,7 @@ def create_app(daemon: DaemonApi) -> FastAPI:
 
     @app.get(
         "/v1/events",
-        summary="Server-sent events of membership changes",
+        summary="Server-sent events of membership changes and stored entries",
         response_class=StreamingResponse,
         responses={
             200: {"content": {"text/event-stream": {}}, "description": "An endless stream"},

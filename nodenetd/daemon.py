@@ -496,9 +496,17 @@ class Daemon:
             hconfig.bind.append(str(c.api.tcp))
         hconfig.accesslog = None
         hconfig.errorlog = logging.getLogger("nodenet.api")
+        if _HYPERCORN_BANNER not in hconfig.errorlog.filters:
+            hconfig.errorlog.addFilter(_HYPERCORN_BANNER)
         hconfig.graceful_timeout = 2.0
         hconfig.keep_alive_timeout = 30.0
         app = wrap(create_app(self), lambda: self.tokens)
+        log.info(
+            "API on %s (mode %04o)%s",
+            c.api.socket,
+            c.api.socket_mode,
+            f" and http://{c.api.tcp} (tokens)" if c.api.tcp is not None else "",
+        )
         try:
             await hypercorn.trio.serve(
                 app,  # type: ignore[arg-type]
@@ -879,6 +887,15 @@ class Daemon:
         except StateError as exc:
             self._store_failed = True
             log.error("cannot persist membership change: %s", exc)
+
+
+def _not_hypercorn_banner(record: logging.LogRecord) -> bool:
+    # "Running on http://… (CTRL + C to quit)": a terminal program's banner, wrong under
+    # systemd; the daemon logs its own line saying where the API listens.
+    return not str(record.msg).startswith("Running on ")
+
+
+_HYPERCORN_BANNER = _not_hypercorn_banner
 
 
 def _rfc3339(timestamp: float) -> str:
