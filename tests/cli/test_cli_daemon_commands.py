@@ -104,7 +104,7 @@ def test_when_status_then_a_short_summary_of_self(api: str):
     assert "awareness  0 (healthy)" in lines
     assert "members    2 alive, 1 suspect, 0 dead, 0 left" in lines
     assert "tags       role=web" in lines
-    assert "keyring    primary 94153013, 2 key(s)" in lines
+    assert "keyring    primary 94153013, 2 keys" in lines
     assert "uptime     1h 2m" in lines
     assert "version    0.1.0 (protocol 1.0)" in lines
 
