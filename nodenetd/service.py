@@ -17,6 +17,8 @@ opens is answered with that key, so a node that missed a key rotation can still 
 
 from __future__ import annotations
 
+import collections
+import ipaddress
 import logging
 import math
 import time
@@ -74,8 +76,16 @@ class ServiceLimits:
     """Datagrams waiting to be sent; beyond it new ones are dropped (UDP is lossy anyway)."""
     max_exchanges: int = 32
     """Outgoing TCP exchanges at once; more are failed at once, not queued."""
-    max_incoming_streams: int = 64
+    max_incoming_streams: int = 256
     """Incoming TCP connections at once; more are closed immediately."""
+    max_streams_per_source: int = 24
+    """Incoming TCP connections at once from one address (loopback excepted: a dev cluster
+    runs many nodes there). A catching-up replica holds a sync and 8 pulls with one peer;
+    with room for pushes that is below this. Idle connections from one host can then not
+    take every slot and lock joins out."""
+    first_frame_s: float = 3.0
+    """Seconds an incoming connection may take to send its first frame (a peer sends it
+    right after connecting); the rest of the conversation has `tcp_timeout_s`."""
     max_stream_bytes: int = 16 << 20
     """Bytes one TCP request or reply may carry in all (a push-pull of ~20,000 members)."""
     tracked_sources: int = 4096
@@ -152,6 +162,7 @@ class MembershipService:
         self._rearm = trio.Event()
         self._exchanges = trio.Semaphore(self.limits.max_exchanges)
         self._incoming = trio.Semaphore(self.limits.max_incoming_streams)
+        self._streams_from: collections.Counter[str] = collections.Counter()
         self._nursery: trio.Nursery | None = None
         self._exchange_waiters: dict[int, trio.Event] = {}
         self._exchange_results: dict[int, str] = {}
@@ -381,12 +392,20 @@ class MembershipService:
             self._drop("too_many_streams")
             await stream.aclose()
             return
+        loopback = ipaddress.ip_address(peer.host.partition("%")[0]).is_loopback
+        if not loopback and self._streams_from[peer.host] >= self.limits.max_streams_per_source:
+            self._incoming.release()
+            self._drop("too_many_streams_from_source")
+            await stream.aclose()
+            return
+        self._streams_from[peer.host] += 1
         self.stats.streams_in += 1
         conn = self._framed(stream, peer)
         try:
             async with stream:
                 first = None
-                with trio.move_on_after(self.core.config.tcp_timeout_s):
+                first_wait = min(self.core.config.tcp_timeout_s, self.limits.first_frame_s)
+                with trio.move_on_after(first_wait):
                     first = await conn.receive()
                 if not first or conn.sender is None:
                     return
@@ -407,6 +426,9 @@ class MembershipService:
         finally:
             self._closed(conn)
             self._incoming.release()
+            self._streams_from[peer.host] -= 1
+            if not self._streams_from[peer.host]:
+                del self._streams_from[peer.host]
 
     # --- API ------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import random
 
 import nacl.signing
 import trio
+import trio.testing
 from support.memnet import MemoryNetwork
 
 from nodenet.daemon.service import MembershipService
@@ -297,4 +298,30 @@ async def test_given_a_cluster_of_this_version_then_probes_use_the_short_ping(au
             assert members
             assert all(m.speaks_1_1 for m in members)
         assert all_see(nodes, nodes, MemberStatus.ALIVE)
+        nursery.cancel_scope.cancel()
+
+
+async def test_idle_connections_from_one_host_take_at_most_their_share_and_expire(
+    autojump_clock,
+):
+    # 64 idle connections (no key needed) used to take every slot and lock joins out for
+    # 10 s at a time (found by an adversarial review).
+    async with trio.open_nursery() as nursery:
+        net = MemoryNetwork(nursery, random.Random(3))
+        target, joiner = Node(net, 0), Node(net, 1)
+        await target.start(nursery)
+        await joiner.start(nursery)
+        assert target.service is not None
+        limits = target.service.limits
+        held = []
+        for i in range(100):
+            ours, theirs = trio.testing.memory_stream_pair()
+            held.append(ours)
+            nursery.start_soon(target.transport._handler, theirs, Address("10.0.0.66", 4000 + i))
+        await trio.testing.wait_all_tasks_blocked()
+        refused = target.service.dropped.get("too_many_streams_from_source", 0)
+        assert refused == 100 - limits.max_streams_per_source
+        assert await joiner.service.join([target.address]) == [""]
+        await trio.sleep(limits.first_frame_s + 0.1)  # idle ones are closed by then
+        assert target.service._streams_from.get("10.0.0.66", 0) == 0
         nursery.cancel_scope.cancel()
