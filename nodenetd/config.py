@@ -253,12 +253,37 @@ def _env_key(name: str) -> tuple[str, str]:
     )
 
 
+_ENV_TEXT = {
+    "node.name",
+    "node.state_dir",
+    "network.bind",
+    "network.advertise",
+    "cluster.keyring_file",
+    "cluster.profile",
+    "api.socket",
+    "api.socket_mode",
+    "api.tcp",
+    "api.tokens_file",
+    "log.level",
+}
+"""Settings that are text: their environment values are taken as they are, not as TOML."""
+
+
 def _from_env(section: str, key: str, value: str, name: str) -> Any:
     """Environment values are strings; turn lists, tables and numbers into TOML values."""
     if section == "node" and key == "tags":
-        return dict(pair.split("=", 1) for pair in value.split(",") if "=" in pair)
+        pairs = [pair.strip() for pair in value.split(",") if pair.strip()]
+        bad = [pair for pair in pairs if "=" not in pair]
+        if bad:
+            raise ConfigError(
+                f"environment variable {name}: {bad[0]!r:.40} is not key=value;"
+                " expected e.g. role=web,dc=fra1"
+            )
+        return dict(pair.split("=", 1) for pair in pairs)
     if section == "network" and key == "seeds":
         return [s for s in value.split(",") if s.strip()]
+    if f"{section}.{key}" in _ENV_TEXT:
+        return value  # NODENET_NODE_NAME=123 names a node "123"
     try:
         return tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:

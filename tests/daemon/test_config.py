@@ -150,3 +150,11 @@ def test_a_node_name_with_control_characters_is_refused(tmp_path):
     file.write_text('[node]\nname = "web\\nERROR forged"\n')
     with pytest.raises(ConfigError, match=r"node\.name = .*control characters"):
         load_config(file, environ={})
+
+
+def test_environment_text_settings_stay_text_and_bad_tag_pairs_are_named():
+    config = load_config(environ={"NODENET_NODE_NAME": "123", "NODENET_API_SOCKET_MODE": "0640"})
+    assert config.name == "123"
+    assert config.api.socket_mode == 0o640
+    with pytest.raises(ConfigError, match=r"NODENET_NODE_TAGS: 'bad' is not key=value"):
+        load_config(environ={"NODENET_NODE_TAGS": "role=web,bad"})
