@@ -264,7 +264,34 @@ class Daemon:
         self._key = key
         if created:
             log.info("created node key %s", c.key_file)
-        if not c.keyring_file.exists():
+        try:
+            self.tokens = Tokens.load(c.api.tokens_file)
+        except (TokenError, OSError) as exc:
+            raise StartupError(str(exc)) from exc
+        try:
+            self.store = await trio.to_thread.run_sync(
+                StateStore.open, c.state_dir / "state", c.state
+            )
+        except Exception as exc:
+            raise StartupError(str(exc)) from exc
+        blobs = await self.store.load_members()
+        if created and blobs:
+            log.warning(
+                "created a new node key %s although the state remembers %d members: this node"
+                " joins as a new member; if its key was lost by mistake, stop it and restore"
+                " the key from a backup",
+                c.key_file,
+                len(blobs),
+            )
+        if not os.path.lexists(c.keyring_file):
+            if blobs:
+                # A new cluster key would cut this node off from the cluster it remembers.
+                raise StartupError(
+                    f"no keyring at {c.keyring_file}, but the state remembers {len(blobs)}"
+                    " members of a cluster: restore the keyring from a backup or get one from a"
+                    " member (`nodenet token` there, `nodenet init --token` here), or move the"
+                    " state directory away to start a new cluster"
+                )
             ring = Keyring([ClusterKey.generate()])
             try:
                 await trio.to_thread.run_sync(write_keyring, c.keyring_file, ring)
@@ -280,17 +307,6 @@ class Daemon:
                 ring.primary.key_id,
             )
         ring = read_keyring(c.keyring_file)
-        try:
-            self.tokens = Tokens.load(c.api.tokens_file)
-        except (TokenError, OSError) as exc:
-            raise StartupError(str(exc)) from exc
-        try:
-            self.store = await trio.to_thread.run_sync(
-                StateStore.open, c.state_dir / "state", c.state
-            )
-        except Exception as exc:
-            raise StartupError(str(exc)) from exc
-        blobs = await self.store.load_members()
         try:
             stored_incarnation = await self.store.load_incarnation()
         except StateError as exc:

@@ -167,3 +167,25 @@ async def test_damaged_identity_files_stop_start_up_with_one_line_naming_them():
         assert "restore the state directory" in message
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_a_lost_keyring_is_not_replaced_when_the_state_remembers_a_cluster():
+    # A new random cluster key would cut the node off from the members it remembers
+    # (it was created with only a warning; found by a durability review).
+    from nodenet.daemon.state import Put, open_state_store
+
+    root = short_tmpdir()
+    try:
+        config_path = node_dir(root, "t")
+        keyring = root / "t" / "keyring"
+        async with open_state_store(root / "t" / "state") as store:
+            await store.write([Put("members", b"m" * 32, b"a remembered member")])
+        keyring.unlink()
+        message = await _start_fails(config_path)
+        assert f"no keyring at {keyring}, but the state remembers 1 members" in message
+        assert not keyring.exists()
+        keyring.symlink_to(root / "t" / "elsewhere")  # dangling: not replaced either
+        assert "no keyring at" in await _start_fails(config_path)
+        assert keyring.is_symlink()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
