@@ -417,6 +417,13 @@ def _build(
     bind = Address(bind.host, port_value)
     if r.has("network.advertise") and r.get("network.advertise", ""):
         advertise = r.address("network.advertise", "", port_value)
+        ip = ipaddress.ip_address(advertise.host.partition("%")[0])
+        if ip.is_unspecified or ip.is_multicast:
+            raise r.fail(
+                "network.advertise",
+                r.get("network.advertise", ""),
+                "must be this node's own address, the one other nodes can reach it at",
+            )
     else:
         if ipaddress.ip_address(bind.host).is_unspecified:
             raise r.fail(
@@ -458,11 +465,18 @@ def _build(
     if not 0 <= socket_mode <= 0o777:
         raise r.fail("api.socket_mode", socket_mode_text, "must be within 0000-0777")
     tcp_text = r.get("api.tcp", "")
+    if isinstance(tcp_text, int) and not isinstance(tcp_text, bool):
+        tcp_text = str(tcp_text)  # api.tcp = 7951 in TOML
     tcp = None
-    if tcp_text:
+    if isinstance(tcp_text, str) and tcp_text.strip().isascii() and tcp_text.strip().isdigit():
+        try:  # a bare port: on 127.0.0.1, as --help says
+            tcp = parse_address(f"127.0.0.1:{tcp_text.strip()}")
+        except ValueError as exc:
+            raise r.fail("api.tcp", tcp_text, str(exc)) from None
+    elif tcp_text:
         tcp = r.address("api.tcp", "", 7951)
-        if not ipaddress.ip_address(tcp.host).is_loopback:
-            raise r.fail("api.tcp", tcp_text, "the API listens on loopback only (127.0.0.1 or ::1)")
+    if tcp is not None and not ipaddress.ip_address(tcp.host).is_loopback:
+        raise r.fail("api.tcp", tcp_text, "the API listens on loopback only (127.0.0.1 or ::1)")
     api = ApiConfig(
         socket=r.path("api.socket", runtime / "api.sock"),
         socket_mode=socket_mode,

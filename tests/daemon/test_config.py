@@ -158,3 +158,13 @@ def test_environment_text_settings_stay_text_and_bad_tag_pairs_are_named():
     assert config.api.socket_mode == 0o640
     with pytest.raises(ConfigError, match=r"NODENET_NODE_TAGS: 'bad' is not key=value"):
         load_config(environ={"NODENET_NODE_TAGS": "role=web,bad"})
+
+
+def test_api_tcp_takes_a_bare_port_as_its_help_says_and_advertise_must_be_reachable():
+    assert load_config(environ={}, overrides={"api.tcp": "7951"}).api.tcp == Address(
+        "127.0.0.1", 7951
+    )
+    assert load_config(environ={"NODENET_API_TCP": "7952"}).api.tcp == Address("127.0.0.1", 7952)
+    for advertise in ("0.0.0.0:7950", "[::]:7950", "224.0.0.1:7950"):
+        with pytest.raises(ConfigError, match=r"network\.advertise = .*own address"):
+            load_config(environ={}, overrides={"network.advertise": advertise})
