@@ -310,6 +310,13 @@ class StateStore:
             )
         except (lmdb.Error, OSError) as exc:
             os.close(lock_fd)
+            if isinstance(exc, PermissionError) or "Permission denied" in str(exc):
+                # Not damage: moving the state away would throw the node's data out.
+                raise StateError(
+                    f"cannot open state store {path}: permission denied; run nodenetd as the"
+                    f" user that owns it (for the packaged service: chown -R nodenet:nodenet"
+                    f" {path.parent})"
+                ) from exc
             raise StateError(
                 f"cannot open state store {path}: {exc}; if its files are damaged, restore"
                 f" {path} from a backup or move it away (the node then starts with empty state"

@@ -519,3 +519,17 @@ async def test_a_backup_that_fails_midway_leaves_nothing_that_looks_like_a_backu
     assert report.members == 1
     assert (target / "BACKUP.json").exists()
     assert sorted(p.name for p in target.iterdir()) == ["BACKUP.json", "state"]
+
+
+def test_permission_denied_is_not_called_damage(path: Path, monkeypatch: pytest.MonkeyPatch):
+    # The advice for damage is to move the state away, which would throw the node's data
+    # out; for an ownership problem the advice is chown (found by a durability review).
+    StateStore.open(path).close()
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise lmdb.Error(f"{path}: Permission denied")
+
+    monkeypatch.setattr(state.lmdb, "open", denied)
+    with pytest.raises(StateError, match="permission denied; run nodenetd as the user") as e:
+        StateStore.open(path)
+    assert "move it away" not in str(e.value)
