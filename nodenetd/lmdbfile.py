@@ -36,8 +36,8 @@ def _meta_page(head: bytes, at: int) -> tuple[int, int, int] | None:
 def check_data_file(path: Path) -> None:
     """Refuse a `data.mdb` shorter than its newest meta page says (a truncated copy, a
     half-restored backup): LMDB maps it and the process dies of SIGBUS, with no message, at
-    the first page past the end. A missing or empty file is a new store; damage this check
-    cannot see is LMDB's to report."""
+    the first page past the end. A missing file is a new store; damage this check cannot see
+    is LMDB's to report."""
     file = path / "data.mdb"
     try:
         with open(file, "rb") as f:
@@ -48,7 +48,12 @@ def check_data_file(path: Path) -> None:
     except OSError as exc:
         raise DataFileError(f"cannot read {file}: {exc.strerror}") from exc
     if size == 0:
-        return
+        # LMDB writes its two meta pages when it creates the file: an empty one was cut.
+        raise DataFileError(
+            f"{file} is empty (0 bytes); restore the state directory {path} from a backup"
+            " (docs/operations.md), or delete that file to start with empty state (the node"
+            " then rejoins through its seeds)"
+        )
     first = _meta_page(head, 0)
     if first is None or not 512 <= first[0] <= 65536:
         raise DataFileError(

@@ -494,6 +494,12 @@ async def test_a_truncated_data_file_is_refused_with_a_message_not_a_sigbus(path
     assert path.name == "state"
     with pytest.raises(BackupError, match="is truncated"):
         backup(path.parent, path.parent / "backup")  # nodenet backup mapped it too
+    data.write_bytes(b"")
+    result = subprocess.run(
+        [sys.executable, "-c", OPEN_STORE, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 3
+    assert "is empty (0 bytes)" in result.stdout
     data.write_bytes(b"\x00" * 8192)
     result = subprocess.run(
         [sys.executable, "-c", OPEN_STORE, str(path)], capture_output=True, text=True, timeout=60
