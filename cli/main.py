@@ -54,7 +54,7 @@ StateDir = Annotated[
     Path | None,
     typer.Option(
         "--state-dir",
-        envvar="NODENET_STATE_DIR",
+        envvar=["NODENET_STATE_DIR", "NODENET_NODE_STATE_DIR"],  # the second is the daemon's
         help="Node state directory.",
         show_default="/var/lib/nodenet for root, else ~/.local/share/nodenet",
     ),
@@ -320,7 +320,10 @@ def token(
     keyring_file: Annotated[
         Path | None,
         typer.Option(
-            "--keyring-file", help="The cluster keyring.", show_default="<state dir>/keyring"
+            "--keyring",
+            "--keyring-file",
+            help="The cluster keyring (nodenetd's --keyring).",
+            show_default="<state dir>/keyring",
         ),
     ] = None,
     state_dir: StateDir = None,
@@ -348,7 +351,7 @@ def token(
         ring = Keyring.from_text(path.read_text(encoding="utf-8"), str(path))
     except FileNotFoundError:
         raise fail(
-            f"no keyring at {path}; pass --keyring-file (the node's [cluster] keyring_file)"
+            f"no keyring at {path}; pass --keyring (the node's [cluster] keyring_file)"
             " or --state-dir, or run `nodenet init`"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -213,9 +213,12 @@ def test_given_no_daemon_and_no_seed_when_token_then_exit_69(tmp_path: Path, sho
     assert result.stdout == ""
 
 
-def test_given_no_daemon_but_a_seed_when_token_then_the_seed_alone(tmp_path: Path, short_dir: str):
+@pytest.mark.parametrize("option", ["--keyring-file", "--keyring"])  # nodenetd says --keyring
+def test_given_no_daemon_but_a_seed_when_token_then_the_seed_alone(
+    tmp_path: Path, short_dir: str, option: str
+):
     _init("--state-dir", str(tmp_path), "--config", str(tmp_path / "n.toml"))
-    args = ["token", "--keyring-file", str(tmp_path / "keyring"), "--seed", "[fd00::2]:8000"]
+    args = ["token", option, str(tmp_path / "keyring"), "--seed", "[fd00::2]:8000"]
     result = runner.invoke(app, [*args, "--api", f"{short_dir}/none.sock"])
     assert result.exit_code == 0, result.output
     assert decode_token(result.stdout).seeds == ("[fd00::2]:8000",)
