@@ -20,6 +20,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
+from urllib.parse import unquote_to_bytes
 
 import trio
 from fastapi import FastAPI, Header, Query, Request
@@ -237,6 +238,21 @@ def _matches(
     if name is not None and not name.fullmatch(peer["name"]):
         return False
     return all(k in peer["tags"] and pattern.fullmatch(peer["tags"][k]) for k, pattern in tags)
+
+
+def _check_path_key(request: Request) -> None:
+    """Refuse a key in the path whose percent-escapes are not UTF-8: decoding replaced them
+    with U+FFFD, and DELETE /v1/entries/%ff deleted the key "\ufffd"."""
+    raw = request.scope.get("raw_path") or b""
+    try:
+        unquote_to_bytes(raw.decode("ascii", "replace")).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(
+            400,
+            "bad_request",
+            f"the key in the path is not UTF-8 (percent-escaped byte at {exc.start}); keys are"
+            " UTF-8 text, percent-encoded as UTF-8",
+        ) from None
 
 
 def _pattern(text: str, what: str) -> Any:
@@ -481,7 +497,8 @@ def create_app(daemon: DaemonApi) -> FastAPI:
         summary="The current value of a key",
         responses=_errors(400, 404, 503),
     )
-    async def get_entry(key: str) -> dict[str, Any]:
+    async def get_entry(key: str, request: Request) -> dict[str, Any]:
+        _check_path_key(request)
         entry = await daemon.get_entry(key)
         if entry is None:
             raise ApiError(404, "not_found", f"no entry for key {key!r}")
@@ -492,7 +509,8 @@ def create_app(daemon: DaemonApi) -> FastAPI:
         summary="Delete a key (writes a tombstone)",
         responses=_errors(400, 413, 503, 507),
     )
-    async def delete_entry(key: str) -> dict[str, Any]:
+    async def delete_entry(key: str, request: Request) -> dict[str, Any]:
+        _check_path_key(request)
         (written,) = await daemon.put_entries([EntryWrite(key=key, tombstone=True)])
         return written
 

@@ -323,3 +323,15 @@ async def test_a_damaged_stored_entry_is_a_503_for_its_key_and_left_out_of_lists
     assert [e["key"] for e in listed.json()["entries"]] == ["d/2"]
     assert (await a.http.get("/v1/entries/d/1")).status_code == 404  # dropped by the listing
     assert "nodenet_store_damaged_entries_total 1.0" in (await a.http.get("/metrics")).text
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+async def test_a_key_in_the_path_that_is_not_utf8_is_refused_not_replaced(pair, method):
+    # DELETE /v1/entries/%ff tombstoned the key "\ufffd" (found by an adversarial review).
+    a, _ = pair
+    response = await a.http.request(method, "/v1/entries/app%ff")
+    assert response.status_code == 400, response.text
+    assert "not UTF-8" in response.json()["error"]["message"]
+    assert (await a.http.get("/v1/store")).json()["entries"] == 0
+    ok = await a.http.request(method, "/v1/entries/caf%C3%A9")  # café, percent-encoded UTF-8
+    assert ok.status_code == (404 if method == "GET" else 200)
