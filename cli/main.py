@@ -455,12 +455,18 @@ def api_token_list(file: TokensFile = None, state_dir: StateDir = None) -> None:
     """List token names and roles."""
     from nodenet.daemon.tokens import TokenError, Tokens
 
+    path = _tokens_path(file, state_dir)
     try:
-        tokens = Tokens.load(_tokens_path(file, state_dir))
+        tokens = Tokens.load(path)
     except (TokenError, OSError) as exc:
         raise fail(str(exc)) from None
+    if not tokens.tokens:
+        typer.echo(f"nodenet: no API tokens in {path}", err=True)
+        return
+    width = max(4, *(len(t.name) for t in tokens.tokens))
+    typer.echo(f"{'NAME':<{width}}  ROLE")
     for token in tokens.tokens:
-        typer.echo(f"{token.name}  {token.role.name.lower()}")
+        typer.echo(f"{token.name:<{width}}  {token.role.name.lower()}")
 
 
 @api_token_app.command("remove")

@@ -117,9 +117,13 @@ def test_the_cli_creates_lists_and_removes_tokens(tmp_path):
     assert Tokens.load(file).role_of(token).role is Role.READ
     assert token not in file.read_text()  # only the digest is stored
     assert file.stat().st_mode & 0o777 == 0o600
-    assert "prom  read" in runner.invoke(app, ["api-token", "list", "--file", str(file)]).output
+    listed = runner.invoke(app, ["api-token", "list", "--file", str(file)]).stdout
+    assert listed.splitlines() == ["NAME  ROLE", "prom  read"]
     assert runner.invoke(app, ["api-token", "remove", "prom", "--file", str(file)]).exit_code == 0
     assert Tokens.load(file).role_of(token) is None
+    empty = runner.invoke(app, ["api-token", "list", "--file", str(file)])
+    assert (empty.exit_code, empty.stdout) == (0, "")
+    assert f"no API tokens in {file}" in empty.stderr
     assert (
         runner.invoke(
             app, ["api-token", "create", "x", "--role", "root", "--file", str(file)]
