@@ -517,9 +517,14 @@ def backup(
 
 @app.command()
 def dev(
-    nodes: Annotated[int, typer.Option("--nodes", "-n", help="How many daemons (1-64).")] = 3,
+    nodes: Annotated[
+        int, typer.Option("--nodes", "-n", min=1, max=64, help="How many daemons (1-64).")
+    ] = 3,
     base_port: Annotated[
-        int, typer.Option("--base-port", help="First UDP/TCP port; taken ones are skipped.")
+        int,
+        typer.Option(
+            "--base-port", min=1, max=65000, help="First UDP/TCP port; taken ones are skipped."
+        ),
     ] = DEFAULT_PORT,
     directory: Annotated[
         Path | None,

@@ -353,3 +353,9 @@ def test_given_an_answer_of_another_shape_then_exit_1_not_a_traceback(api: str, 
     result = runner.invoke(app, ["keys", "list", "--api", api])
     assert result.exit_code == 1
     assert "unexpected answer from nodenetd" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--nodes", "0"], ["--nodes", "65"], ["--base-port", "0"]])
+def test_dev_refuses_impossible_sizes_and_ports_as_usage_errors(args: list[str]):
+    result = runner.invoke(app, ["dev", *args])
+    assert result.exit_code == 2, result.output
