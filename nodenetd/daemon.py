@@ -32,7 +32,7 @@ import trio
 from nodenet.daemon.api import ApiError, EntryWrite, create_app, wrap
 from nodenet.daemon.config import DaemonConfig, parse_address
 from nodenet.daemon.events import EventHub
-from nodenet.daemon.files import write_atomically
+from nodenet.daemon.files import remove_leftovers, write_atomically
 from nodenet.daemon.handlers import Handlers
 from nodenet.daemon.keyfile import load_or_create_node_key
 from nodenet.daemon.lock import StateLock, acquire_state_lock, claim_socket_path
@@ -248,6 +248,9 @@ class Daemon:
 
     async def _run(self, task_status: trio.TaskStatus[MembershipService]) -> None:
         c = self.config
+        for path in (c.key_file, c.keyring_file):
+            for leftover in remove_leftovers(path):
+                log.info("removed %s, left by a write that was interrupted", leftover)
         if c.key_file.is_dir():
             raise StartupError(
                 f"{c.key_file} is a directory; the node key must be a file: move it away"

@@ -10,7 +10,7 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["write_atomically"]
+__all__ = ["remove_leftovers", "write_atomically"]
 
 
 def write_atomically(path: Path, text: str, *, mode: int) -> None:
@@ -36,3 +36,14 @@ def write_atomically(path: Path, text: str, *, mode: int) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_leftovers(path: Path) -> list[Path]:
+    """Remove temporary files of `path` that a killed writer left behind (they may hold what
+    `path` holds: cluster keys, a node key); the ones removed. Call it only while no other
+    process can be writing `path` (the daemon does, holding its state lock, at start)."""
+    removed = []
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    return removed

@@ -193,3 +193,23 @@ async def test_a_lost_keyring_is_not_replaced_when_the_state_remembers_a_cluster
         assert keyring.is_symlink()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_temporary_key_files_left_by_a_killed_writer_are_removed_at_start():
+    # They hold cluster keys; and a later writer with the same pid could not create its
+    # own (found by a durability review).
+    root = short_tmpdir()
+    try:
+        config_path = node_dir(root, "t")
+        leftovers = [root / "t" / ".keyring.4242.tmp", root / "t" / ".node.key.4242.tmp"]
+        for leftover in leftovers:
+            leftover.write_text("secret")
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                daemon = Daemon(load_config(config_path, environ={}))
+                await nursery.start(daemon.run)
+                assert not any(leftover.exists() for leftover in leftovers)
+                assert (root / "t" / "node.key").exists()
+                daemon.request_shutdown()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
