@@ -13,6 +13,7 @@ directory: the embedded default for trying nodenet out.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import socket
@@ -332,6 +333,27 @@ def _check_known(raw: Mapping[str, Any], origin: Mapping[str, str]) -> None:
                 )
 
 
+def _membership_accepts(profile: str, key: str, value: Any) -> bool:
+    try:
+        PROFILES[profile].with_changes(**{key: value})
+    except (LocalProtocolError, TypeError):
+        return False
+    return True
+
+
+def _as_toml(value: Any) -> str:
+    """A value as it would be written in the config file (true, "text"), at most 80 chars."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, list):
+        text = "[" + ", ".join(_as_toml(v) for v in value) + "]"
+    else:
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 class _Reader:
     """Typed access to the merged values, with errors that name key and origin."""
 
@@ -349,7 +371,7 @@ class _Reader:
 
     def fail(self, dotted: str, value: Any, accepted: str) -> ConfigError:
         where = self.origin.get(dotted, "built-in default")
-        return ConfigError(f"{dotted} = {value!r} (from {where}): {accepted}")
+        return ConfigError(f"{dotted} = {_as_toml(value)} (from {where}): {accepted}")
 
     def text(self, dotted: str, default: str) -> str:
         value = self.get(dotted, default)
@@ -451,8 +473,16 @@ def _build(
     try:
         membership = PROFILES[profile].with_changes(**overrides)
     except (LocalProtocolError, TypeError) as exc:
-        key = next(iter(overrides), "")
-        raise r.fail(f"membership.{key}", overrides.get(key), str(exc)) from None
+        # Name the setting that is wrong (not merely the first one given), without the
+        # protocol's own "membership.key: value" prefix.
+        key = next(
+            (k for k in overrides if not _membership_accepts(profile, k, overrides[k])),
+            next(iter(overrides), ""),
+        )
+        reason = str(exc)
+        for prefix in (f"membership.{key}: {overrides.get(key)!r} ", f"membership.{key}: "):
+            reason = reason.removeprefix(prefix)
+        raise r.fail(f"membership.{key}", overrides.get(key), reason) from None
 
     runtime = default_runtime_dir(environ=environ, euid=euid) or state_dir
     socket_mode_text = r.get("api.socket_mode", "0660")

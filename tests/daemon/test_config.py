@@ -63,7 +63,7 @@ def test_given_file_environment_and_flags_then_later_sources_win(tmp_path):
         (
             "",
             {"NODENET_NETWORK_PORT": "0x"},
-            "network.port = '0x' (from environment NODENET_NETWORK_PORT)",
+            'network.port = "0x" (from environment NODENET_NETWORK_PORT)',
         ),
         ("", {"NODENET_BOGUS": "1"}, "NODENET_BOGUS does not name a setting"),
         ("[network\n", {}, "not valid TOML"),
@@ -168,3 +168,13 @@ def test_api_tcp_takes_a_bare_port_as_its_help_says_and_advertise_must_be_reacha
     for advertise in ("0.0.0.0:7950", "[::]:7950", "224.0.0.1:7950"):
         with pytest.raises(ConfigError, match=r"network\.advertise = .*own address"):
             load_config(environ={}, overrides={"network.advertise": advertise})
+
+
+def test_a_bad_membership_setting_is_named_even_when_not_the_first(tmp_path):
+    file = tmp_path / "n.toml"
+    file.write_text("[membership]\nsuspicion_mult = 4\nprobe_interval_s = -1\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(file, environ={})
+    message = str(raised.value)
+    assert message.startswith("membership.probe_interval_s = -1 (from ")
+    assert message.count("probe_interval_s") == 1  # the key is not repeated
