@@ -41,6 +41,10 @@ MAX_BODY = 64 * 1024
 MAX_ENTRY_BODY = 8 * 1024 * 1024  # a batch of entries (values are base64 in JSON)
 BODY_TIMEOUT_S = 30.0  # a request body must arrive within this (else 408)
 KEEPALIVE_S = 15.0
+_Scope = MutableMapping[str, Any]  # ASGI
+_Receive = Callable[..., Awaitable[Any]]
+_Send = Callable[..., Awaitable[None]]
+
 STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -272,12 +276,7 @@ class _BodyLimit:
         self.limit = limit
         self.entry_limit = entry_limit
 
-    async def __call__(
-        self,
-        scope: MutableMapping[str, Any],
-        receive: Callable[..., Awaitable[Any]],
-        send: Callable[..., Awaitable[None]],
-    ) -> None:
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -593,12 +592,7 @@ class _EventStream(StreamingResponse):
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    async def __call__(
-        self,
-        scope: MutableMapping[str, Any],
-        receive: Callable[..., Awaitable[Any]],
-        send: Callable[..., Awaitable[None]],
-    ) -> None:
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
         try:
             async with self._hub.subscribe(self._after) as subscription:
                 self._subscription = subscription
@@ -630,12 +624,7 @@ class _TokenCheck:
         self.app = app
         self.tokens = tokens
 
-    async def __call__(
-        self,
-        scope: MutableMapping[str, Any],
-        receive: Callable[..., Awaitable[Any]],
-        send: Callable[..., Awaitable[None]],
-    ) -> None:
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
         # hypercorn gives no "server" for unix sockets: there, file permissions decide.
         if scope["type"] == "http" and scope.get("server") is not None:
             needed = required_role(scope["method"], scope["path"])

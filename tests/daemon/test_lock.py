@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -97,9 +98,11 @@ def test_given_a_symlink_as_lock_file_when_locking_then_refused(tmp_path: Path):
         acquire_state_lock(tmp_path)
 
 
-def test_given_a_holder_killed_with_sigkill_when_locking_then_the_lock_is_free(tmp_path: Path):
+@contextlib.contextmanager
+def child_holding_the_lock(state_dir: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding `state_dir`'s lock, killed with SIGKILL on exit."""
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD_TAKES_LOCK, str(tmp_path)],
+        [sys.executable, "-c", CHILD_TAKES_LOCK, str(state_dir)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -109,11 +112,18 @@ def test_given_a_holder_killed_with_sigkill_when_locking_then_the_lock_is_free(t
         ready, _, _ = select.select([child.stdout], [], [], 30)
         assert ready, "the child did not take the lock within 30 s"
         assert child.stdout.readline() == "locked\n"
-        with pytest.raises(AlreadyRunning, match=f"pid {child.pid}"):
-            acquire_state_lock(tmp_path)
+        yield child
     finally:
         child.kill()
         child.wait(timeout=30)
+
+
+def test_given_a_holder_killed_with_sigkill_when_locking_then_the_lock_is_free(tmp_path: Path):
+    with (
+        child_holding_the_lock(tmp_path) as child,
+        pytest.raises(AlreadyRunning, match=f"pid {child.pid}"),
+    ):
+        acquire_state_lock(tmp_path)
     assert child.returncode == -signal.SIGKILL
     # The kernel closes a process's files before its parent can reap it: no stale lock.
     with acquire_state_lock(tmp_path) as lock:
@@ -125,21 +135,8 @@ def test_lock_holder_names_the_live_holder_and_nobody_once_it_is_gone(tmp_path: 
     with acquire_state_lock(tmp_path):
         assert lock_holder(tmp_path) == os.getpid()
     assert lock_holder(tmp_path) is None
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD_TAKES_LOCK, str(tmp_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        ready, _, _ = select.select([child.stdout], [], [], 30)
-        assert ready, "the child did not take the lock within 30 s"
-        assert child.stdout.readline() == "locked\n"
+    with child_holding_the_lock(tmp_path) as child:
         assert lock_holder(tmp_path) == child.pid
-    finally:
-        child.kill()
-        child.wait(timeout=30)
     assert lock_holder(tmp_path) is None  # the pid is still in the file; nobody holds it
     with acquire_state_lock(tmp_path):  # asking took no lock that stays
         pass
