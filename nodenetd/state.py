@@ -685,11 +685,17 @@ def _lock_directory(path: Path) -> int:
     """Create `path` (0700) and lock it: LMDB forbids opening one environment twice."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise StateError(
             f"cannot create state store directory {path}: {exc.strerror}; check that it is a"
             " directory writable by this user, or choose another state directory"
+        ) from exc
+    try:
+        fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StateError(
+            f"cannot open {path / LOCK_FILE}: {exc.strerror}; run nodenetd as the user that"
+            f" owns {path} (for the packaged service: chown -R nodenet:nodenet {path.parent})"
         ) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -539,3 +539,9 @@ def test_permission_denied_is_not_called_damage(path: Path, monkeypatch: pytest.
     with pytest.raises(StateError, match="permission denied; run nodenetd as the user") as e:
         StateStore.open(path)
     assert "move it away" not in str(e.value)
+
+
+def test_a_lock_file_that_cannot_be_opened_is_named_not_the_directory(path: Path):
+    (path / "nodenetd.lock").mkdir(parents=True)  # as root, the closest to "owned by root"
+    with pytest.raises(StateError, match=r"cannot open .*nodenetd\.lock: .*run nodenetd as"):
+        StateStore.open(path)
