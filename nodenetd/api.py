@@ -32,7 +32,12 @@ from starlette.routing import Match, Route
 
 from nodenet.daemon.events import EventHub, Subscription, TooManySubscribers
 from nodenet.daemon.metrics import CONTENT_TYPE
-from nodenet.daemon.patterns import PatternError, compile_pattern
+from nodenet.daemon.patterns import (
+    MAX_FILTERS,
+    PatternError,
+    compile_pattern,
+    forget_patterns,
+)
 from nodenet.daemon.tokens import Role, Tokens, required_role
 
 __all__ = ["ApiError", "DaemonApi", "EntryWrite", "create_app"]
@@ -281,6 +286,10 @@ class _BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.entry_limit if scope["path"].startswith("/v1/entries") else self.limit
+        if scope.get("method") not in ("POST", "PUT", "PATCH"):
+            # No endpoint reads a body here; GET /health and /metrics are open on TCP, and a
+            # client without a token must not make us hold 64 KiB per connection.
+            limit = 0
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             response = _error(413, "too_large", f"request body over {limit} bytes")
@@ -381,16 +390,24 @@ def create_app(daemon: DaemonApi) -> FastAPI:
                 raise ApiError(
                     400, "bad_request", f"status {s!r} is not one of {', '.join(sorted(allowed))}"
                 )
+        if len(tag) + (name is not None) > MAX_FILTERS:
+            raise ApiError(400, "bad_request", f"at most {MAX_FILTERS} tag and name filters")
         tag_filters = []
-        for t in tag:
-            key, sep, value = t.partition("=")
-            if not sep or not key:
-                raise ApiError(400, "bad_request", f"tag filter {t!r} must be key=value")
-            tag_filters.append((key, _pattern(value, f"tag {key}")))
-        name_pattern = _pattern(name, "name") if name is not None else None
-        return {
-            "peers": [p for p in daemon.peers() if _matches(p, status, tag_filters, name_pattern)]
-        }
+        try:
+            for t in tag:
+                key, sep, value = t.partition("=")
+                if not sep or not key:
+                    raise ApiError(400, "bad_request", f"tag filter {t!r:.80} must be key=value")
+                tag_filters.append((key, _pattern(value, f"tag {key!r:.40}")))
+            name_pattern = _pattern(name, "name") if name is not None else None
+            return {
+                "peers": [
+                    p for p in daemon.peers() if _matches(p, status, tag_filters, name_pattern)
+                ]
+            }
+        finally:
+            if tag or name is not None:
+                forget_patterns()
 
     @app.post(
         "/v1/join",

@@ -832,17 +832,8 @@ class Daemon:
         }
 
     async def _repair(self, keys: list[str]) -> None:
-        """Drop stored heads whose bytes no longer hash to their id, so that anti-entropy
-        fetches them again (the summary index no longer counts them)."""
-        replication = self._replication()
-        removed = await replication.store.forget_damaged(keys)
-        replication.stats.damaged += removed
-        log.error(
-            "state store: %d stored entries were damaged on disk (%s); dropped them, to be"
-            " fetched again from peers; check the disk",
-            removed,
-            ", ".join(repr(k) for k in keys[:5]),
-        )
+        """Drop stored heads whose bytes no longer hash to their id (see StoreService)."""
+        await self._replication().forget_damaged(keys=keys)
 
     async def store_summary(self) -> dict[str, Any]:
         """Entry count and a digest of every head (equal on replicas in sync)."""

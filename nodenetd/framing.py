@@ -16,7 +16,7 @@ from nodenet.protocol.errors import MalformedMessage, TooLarge
 from nodenet.protocol.identity import NodeId
 from nodenet.protocol.keyring import ClusterKey
 from nodenet.protocol.messages import Address, Message
-from nodenet.protocol.wire import FrameReader, Received, WireCodec
+from nodenet.protocol.wire import FRAME_HEADER, FrameReader, Received, WireCodec
 
 __all__ = ["FrameConnection"]
 
@@ -60,6 +60,18 @@ class FrameConnection:
         """Half-close: "my request is complete"."""
         if isinstance(self.stream, trio.abc.HalfCloseableStream):
             await self.stream.send_eof()
+
+    async def receive_header(self) -> bool:
+        """Wait until the next frame's 4-byte length has arrived (False if the peer closed
+        first). A peer that connected but sends nothing can be told apart from one that
+        sends a large frame slowly."""
+        while self._reader.buffered < FRAME_HEADER.size:
+            data = await self.stream.receive_some(READ_CHUNK)
+            if not data:
+                return False
+            self.bytes_in += len(data)
+            self._reader.feed(data)
+        return True
 
     async def receive(self) -> list[Message] | None:
         """The messages of the next frame, or None when the peer has closed."""

@@ -31,6 +31,13 @@ EX_TEMPFAIL = 75
 log = logging.getLogger("nodenet.daemon")
 
 
+def _port(text: str) -> int:
+    # int() takes other scripts' digits (٢٧١٠١); the config file and environment do not.
+    if not (text.isascii() and text.isdigit() and len(text) <= 5):
+        raise argparse.ArgumentTypeError(f"{text!r:.20} is not a port number (1-65535)")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nodenetd",
@@ -48,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", help="state directory (node.state_dir)")
     parser.add_argument("--name", help="node name (node.name)")
     parser.add_argument("--bind", help="address to listen on (network.bind)")
-    parser.add_argument("--port", type=int, help="UDP and TCP port (network.port)")
+    parser.add_argument("--port", type=_port, help="UDP and TCP port (network.port)")
     parser.add_argument("--advertise", help="address others use to reach us (network.advertise)")
     parser.add_argument(
         "--seed",

@@ -412,7 +412,9 @@ class StoreService:
         self, address: Address, batch: Sequence[bytes], limit: trio.CapacityLimiter
     ) -> None:
         async with limit:
-            blobs = await trio.to_thread.run_sync(self.store.get_by_ids_sync, list(batch))
+            blobs, damaged = await trio.to_thread.run_sync(self.store.get_by_ids_sync, list(batch))
+            if damaged:
+                await self.forget_damaged(items=damaged)
             if not blobs:
                 return
             try:
@@ -434,6 +436,24 @@ class StoreService:
                     log.debug("push to %s failed: %s", address, exc)
                     return
             self.stats.pushed += len(blobs)
+
+    async def forget_damaged(self, *, keys: Sequence[str] = (), items: Sequence[bytes] = ()) -> int:
+        """Drop stored entries whose bytes no longer hash to their id (found by `keys` on an
+        API read, or by `items` serving a transfer), so that anti-entropy fetches them again
+        from a peer; they are never sent on (a peer would refuse them). How many."""
+        removed = 0
+        if keys:
+            removed += await self.store.forget_damaged(keys)
+        if items:
+            removed += await self.store.forget_damaged_items(items)
+        if removed:
+            self.stats.damaged += removed
+            log.error(
+                "state store: %d stored entries were damaged on disk; dropped them, to be"
+                " fetched again from peers; check the disk",
+                removed,
+            )
+        return removed
 
     # --- reconciliation -----------------------------------------------------------------
 
@@ -567,10 +587,12 @@ class StoreService:
         if isinstance(first[0], EntryRequest):
             request = first + await conn.receive_all()
             ids = [i for m in request if isinstance(m, EntryRequest) for i in m.ids]
-            blobs = await trio.to_thread.run_sync(
+            blobs, damaged = await trio.to_thread.run_sync(
                 self.store.get_by_ids_sync, ids[: TRANSFER_BATCH * 4]
             )
             await conn.send([Entry(entry=b) for b in blobs])
+            if damaged:
+                await self.forget_damaged(items=damaged)
         elif isinstance(first[0], Entry):
             pushed = first + await conn.receive_all()
             await self.ingest([m.entry for m in pushed if isinstance(m, Entry)])

@@ -84,8 +84,8 @@ class ServiceLimits:
     with room for pushes that is below this. Idle connections from one host can then not
     take every slot and lock joins out."""
     first_frame_s: float = 3.0
-    """Seconds an incoming connection may take to send its first frame (a peer sends it
-    right after connecting); the rest of the conversation has `tcp_timeout_s`."""
+    """Seconds an incoming connection may take to send the length of its first frame (a peer
+    sends it right after connecting); the frame itself has `tcp_timeout_s`."""
     max_stream_bytes: int = 16 << 20
     """Bytes one TCP request or reply may carry in all (a push-pull of ~20,000 members)."""
     tracked_sources: int = 4096
@@ -404,9 +404,20 @@ class MembershipService:
         try:
             async with stream:
                 first = None
-                first_wait = min(self.core.config.tcp_timeout_s, self.limits.first_frame_s)
-                with trio.move_on_after(first_wait):
-                    first = await conn.receive()
+                # A peer sends its first frame right after connecting: its length must come
+                # within `first_frame_s`, the whole frame (up to 1 MiB, a big push-pull on a
+                # slow link) within `tcp_timeout_s` of the connection.
+                deadline = trio.current_time() + self.core.config.tcp_timeout_s
+                header_s = min(self.limits.first_frame_s, self.core.config.tcp_timeout_s)
+                with trio.move_on_after(header_s) as waiting:
+                    started = await conn.receive_header()
+                if waiting.cancelled_caught:
+                    self._drop("first_frame_timeout")
+                    log.debug("TCP connection from %s sent nothing in time", peer)
+                    return
+                if started:
+                    with trio.move_on_at(deadline):
+                        first = await conn.receive()
                 if not first or conn.sender is None:
                     return
                 if not isinstance(first[0], PushPull | Ping) and self.stream_handler:

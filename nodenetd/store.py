@@ -275,6 +275,15 @@ class EntryStore:
                 found.append(value)
         return found, damaged
 
+    async def forget_damaged_items(self, items: Sequence[bytes]) -> int:
+        """`forget_damaged` for entries found by item key (serving a transfer): their heads
+        stay, pointing at nothing, which reads and ingest treat as no head."""
+        ((removed, count, order),) = await self.state.write(
+            [Apply(lambda txn, dbs: (*_forget_items(txn, dbs, items), next(self._writes)))]
+        )
+        self._note_count(count, order)
+        return int(removed)
+
     async def forget_damaged(self, keys: Sequence[str]) -> int:
         """Remove the heads of `keys` whose bytes on disk no longer hash to their id (bit
         rot, a bad copy): anti-entropy then fetches them again from a peer, as entries this
@@ -285,16 +294,24 @@ class EntryStore:
         self._note_count(count, order)
         return int(removed)
 
-    def get_by_ids_sync(self, ids: Sequence[bytes]) -> list[bytes]:
-        """Encoded entries for the ids we hold (others are skipped), in the order asked."""
+    def get_by_ids_sync(self, ids: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]:
+        """Encoded entries for the ids we hold (others are skipped), in the order asked; and
+        the item keys of those damaged on disk (left out: a peer would refuse them)."""
         found = []
+        damaged = []
         with self.state.reader() as (txn, dbs):
-            for entry_id in ids:
-                hlc = txn.get(entry_id, db=dbs["ids"])
-                value = txn.get(hlc + entry_id, db=dbs["entries"]) if hlc else None
-                if value is not None:
-                    found.append(value)
-        return found
+            for wanted in ids:
+                hlc = txn.get(wanted, db=dbs["ids"])
+                if hlc is None:
+                    continue
+                value = txn.get(hlc + wanted, db=dbs["entries"])
+                if value is None:
+                    continue
+                if entry_id(value) != wanted:
+                    damaged.append(hlc + wanted)
+                    continue
+                found.append(value)
+        return found, damaged
 
     def missing_sync(self, ids: Sequence[bytes]) -> list[bytes]:
         """The ids among `ids` that we do not hold."""
@@ -334,8 +351,10 @@ def _ingest(
             outcomes.append(IngestOutcome.EXPIRED)
             continue
         raw = txn.get(key, db=dbs["heads"])
-        if raw is not None:
-            old = Head.parse(raw)
+        # A head whose entry is gone (dropped as damaged, or an unreadable tombstone that
+        # was collected) counts as no head: the entry is taken, and nothing is subtracted
+        # from the summary twice.
+        if raw is not None and txn.get((old := Head.parse(raw)).item, db=dbs["entries"]):
             if old.id == entry.id:
                 outcomes.append(IngestOutcome.DUPLICATE)
                 continue
@@ -358,6 +377,22 @@ def _ingest(
         outcomes.append(IngestOutcome.STORED)
     _summary_changes(txn, dbs, changes)
     return outcomes, int(txn.stat(dbs["entries"])["entries"])
+
+
+def _forget_items(
+    txn: lmdb.Transaction[bytes], dbs: Dbs, items: Sequence[bytes]
+) -> tuple[int, int]:
+    changes: list[tuple[bytes, int]] = []
+    for item in items:
+        value = txn.get(item, db=dbs["entries"])
+        if value is None or entry_id(value) == item[8:]:
+            continue  # gone meanwhile, or not damaged after all
+        txn.delete(item, db=dbs["entries"])
+        txn.delete(item, db=dbs["tombstones"])
+        txn.delete(item[8:], db=dbs["ids"])
+        changes.append((item, -1))
+    _summary_changes(txn, dbs, changes)
+    return len(changes), int(txn.stat(dbs["entries"])["entries"])
 
 
 def _forget_damaged(txn: lmdb.Transaction[bytes], dbs: Dbs, keys: Sequence[str]) -> tuple[int, int]:

@@ -359,3 +359,9 @@ def test_given_an_answer_of_another_shape_then_exit_1_not_a_traceback(api: str, 
 def test_dev_refuses_impossible_sizes_and_ports_as_usage_errors(args: list[str]):
     result = runner.invoke(app, ["dev", *args])
     assert result.exit_code == 2, result.output
+
+
+def test_a_filter_that_is_not_unicode_text_is_a_usage_error_not_a_traceback():
+    result = runner.invoke(app, ["peers", "--name", "\udcff"])
+    assert result.exit_code == 2
+    assert "not valid" in result.output  # "… not valid Unicode text", wrapped in a box

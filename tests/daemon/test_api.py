@@ -75,6 +75,10 @@ async def test_a_pathological_pattern_is_matched_in_linear_time(pair):
         ({"tag": "novalue"}, "must be key=value"),
         ({"name": "("}, "not a valid regular expression"),
         ({"name": r"(a)\1"}, "RE2 syntax"),  # backreferences are what RE2 leaves out
+        # Compiling is bounded too: one pattern's memory, and patterns per request (150
+        # patterns of \pL{400} held the event loop 16 s; adversarial re-review).
+        ({"name": r"\pL{400}"}, "pattern too large"),
+        ({"tag": [f"k{i}=v" for i in range(17)]}, "at most 16 tag and name filters"),
     ],
 )
 async def test_peers_rejects_bad_filters_with_400(pair, params, message):
@@ -317,6 +321,15 @@ async def test_a_chunked_body_with_a_content_length_is_still_held_to_the_limit(p
     answer = await raw_request(a, head + body)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert b'"too_large"' in answer
+
+
+async def test_a_body_on_a_request_that_takes_none_is_refused_unread(pair):
+    # GET /health and /metrics are open on TCP: a body there was read (64 KiB per
+    # connection, no token needed; adversarial re-review).
+    a, _ = pair
+    head = b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n"
+    answer = await raw_request(a, head)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
 
 
 async def test_a_body_that_does_not_arrive_in_time_is_a_408(pair, monkeypatch):

@@ -324,4 +324,46 @@ async def test_idle_connections_from_one_host_take_at_most_their_share_and_expir
         assert await joiner.service.join([target.address]) == [""]
         await trio.sleep(limits.first_frame_s + 0.1)  # idle ones are closed by then
         assert target.service._streams_from.get("10.0.0.66", 0) == 0
+        assert target.service.dropped["first_frame_timeout"] == limits.max_streams_per_source
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_slow_first_frame_is_served_once_its_length_came_in_time(autojump_clock):
+    # A big push-pull over a slow link: the 4-byte length comes at once, the rest within
+    # tcp_timeout_s. The first-frame deadline must not cut it off (adversarial re-review).
+    async with trio.open_nursery() as nursery:
+        net = MemoryNetwork(nursery, random.Random(4))
+        target, joiner = Node(net, 0), Node(net, 1)
+        await target.start(nursery)
+        await joiner.start(nursery)
+        assert target.service is not None
+        assert joiner.service is not None
+        slow = target.service.limits.first_frame_s + 2  # past it, inside tcp_timeout_s (10)
+
+        async def slow_connect(address: Address) -> trio.abc.Stream:
+            fast, far = trio.testing.memory_stream_pair()
+            near, ours = trio.testing.memory_stream_pair()
+            nursery.start_soon(target.transport._handler, far, joiner.address)
+
+            async def forward() -> None:  # the header at once, the rest `slow` s later
+                data = await near.receive_some(1 << 20)
+                await fast.send_all(data[:4])
+                await trio.sleep(slow)
+                await fast.send_all(data[4:])
+                while chunk := await near.receive_some(1 << 20):
+                    await fast.send_all(chunk)
+                await fast.send_eof()
+
+            async def back() -> None:
+                while chunk := await fast.receive_some(1 << 20):
+                    await near.send_all(chunk)
+                await near.send_eof()
+
+            nursery.start_soon(forward)
+            nursery.start_soon(back)
+            return ours
+
+        joiner.transport.connect = slow_connect  # type: ignore[method-assign]
+        assert await joiner.service.join([target.address]) == [""]
+        assert "first_frame_timeout" not in target.service.dropped
         nursery.cancel_scope.cancel()

@@ -155,7 +155,7 @@ async def test_tombstones_expire_after_the_ttl_everywhere(store):
 async def test_items_lookup_and_missing(store):
     a, b = entry("a", NOW_MS), entry("b", NOW_MS)
     await store.ingest([a], now_ms=NOW_MS)
-    assert await trio.to_thread.run_sync(store.get_by_ids_sync, [a.id, b.id]) == [a.encoded]
+    assert await trio.to_thread.run_sync(store.get_by_ids_sync, [a.id, b.id]) == ([a.encoded], [])
     assert await trio.to_thread.run_sync(store.missing_sync, [a.id, b.id]) == [b.id]
 
 
@@ -263,3 +263,44 @@ async def test_an_entry_damaged_on_disk_is_found_on_read_and_dropped_for_repair(
         assert await trio.to_thread.run_sync(store.head_sync, "app/1") == damaged.encoded
     finally:
         await other.state.aclose()
+
+
+async def test_a_damaged_entry_asked_for_by_id_is_not_sent_and_is_dropped_for_repair(store):
+    # A node served its damaged entries to peers, which refused them as bad signatures, and
+    # it never noticed (found by a durability re-review).
+    from nodenet.daemon.state import Apply
+
+    a, b = entry("a", NOW_MS), entry("b", NOW_MS + 1)
+    await store.ingest([a, b], now_ms=NOW_MS + 10)
+    item = item_key(b.hlc, b.id)
+    broken = b.encoded[:-1] + bytes([b.encoded[-1] ^ 1])
+    await store.state.write([Apply(lambda txn, dbs: txn.put(item, broken, db=dbs["entries"]))])
+    found, damaged = await trio.to_thread.run_sync(store.get_by_ids_sync, [a.id, b.id])
+    assert (found, damaged) == ([a.encoded], [item])
+    assert await store.forget_damaged_items(damaged) == 1
+    check_index(store)
+    assert store.count == 1
+    # The head still names b (nothing to read), and b arriving again is stored, not a
+    # "duplicate" of what is gone.
+    assert await trio.to_thread.run_sync(store.head_sync, "b") is None
+    assert await store.ingest([b], now_ms=NOW_MS + 10) == [IngestOutcome.STORED]
+    assert await trio.to_thread.run_sync(store.head_sync, "b") == b.encoded
+    check_index(store)
+
+
+async def test_an_unreadable_tombstone_collected_then_a_new_value_keeps_the_summary_right(store):
+    # Collecting a tombstone whose bytes are unreadable left its head pointing at nothing;
+    # the next value for that key subtracted the old item from the summary a second time,
+    # and the node's store summaries never matched a peer's again (durability re-review).
+    from nodenet.daemon.state import Apply
+
+    old = NOW_MS - 8 * DAY_MS
+    dead = entry("k", old, tombstone=True)
+    await store.ingest([dead, entry("other", old)], now_ms=old + 1)
+    item = item_key(dead.hlc, dead.id)
+    await store.state.write([Apply(lambda txn, dbs: txn.put(item, b"garbage", db=dbs["entries"]))])
+    assert await store.collect_garbage(now_ms=NOW_MS) == 1
+    check_index(store)
+    assert await store.ingest([entry("k", NOW_MS)], now_ms=NOW_MS) == [IngestOutcome.STORED]
+    check_index(store)
+    assert store.count == 2
