@@ -59,20 +59,47 @@ def backup(state_dir: Path, target: Path, *, include_key: bool = True) -> Backup
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        shutil.rmtree(partial, ignore_errors=True)
+        # Partial directories of earlier backups to this name that were killed (any pid):
+        # they can be large and hold the node key.
+        for leftover in target.parent.glob(f".{target.name}.partial-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
         partial.mkdir(mode=0o700)
         (partial / "state").mkdir(mode=0o700)
     except OSError as exc:
         raise BackupError(f"cannot create {partial}: {exc.strerror}") from exc
     try:
         report = _copy(state_dir, source, partial, target, include_key, started)
+        _fsync_tree(partial)
         if target.exists():
             target.rmdir()  # checked empty above
         partial.rename(target)
+        _fsync_dir(target.parent)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return report
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and directory under `root` to disk (before it is renamed whole)."""
+    for path in sorted(root.rglob("*"), reverse=True):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        else:
+            _fsync_dir(path)
+    _fsync_dir(root)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _copy(
@@ -91,6 +118,7 @@ def _copy(
         with env.begin() as txn:
             counts = {name: _count(env, txn, name) for name in ("entries", "members")}
         env.copy(str(partial / "state"), compact=True)
+        os.chmod(partial / "state" / "data.mdb", 0o600)  # LMDB creates it 0644
     except lmdb.Error as exc:
         raise BackupError(f"copying {source} failed: {exc}") from exc
     finally:
@@ -120,7 +148,7 @@ def _copy(
         )
     except OSError as exc:
         raise BackupError(
-            f"writing the backup failed: {exc.strerror} ({exc.filename}); nothing was kept"
+            f"writing the backup into {partial.parent} failed: {exc.strerror}; nothing was kept"
         ) from exc
     return report
 

@@ -353,7 +353,13 @@ class Daemon:
             seeds=c.seeds,
         )
         core.restore(now, states)
-        await self.store.save_incarnation(core.incarnation)
+        try:
+            await self.store.save_incarnation(core.incarnation)
+        except StateError as exc:  # the first write: damage inside data.mdb shows here
+            raise StartupError(
+                f"{exc}; the state store cannot be written: restore the state directory from a"
+                " backup (docs/operations.md), or move it away (the node then rejoins as new)"
+            ) from exc
         self._saved_incarnation = core.incarnation
         codec = WireCodec(
             key,

@@ -516,15 +516,19 @@ async def test_a_backup_that_fails_midway_leaves_nothing_that_looks_like_a_backu
             await store.write([Put("members", b"m" * 32, b"state")])
     (path.parent / "node.key").mkdir()  # copying it fails after the store was copied
     target = path.parent / "backups" / "today"
-    with pytest.raises(BackupError, match=r"writing the backup failed.*nothing was kept"):
+    with pytest.raises(BackupError, match=r"writing the backup into .* failed.*nothing was kept"):
         backup(path.parent, target)
     assert not target.exists()
     assert list((path.parent / "backups").iterdir()) == []  # no partial directory either
     (path.parent / "node.key").rmdir()
+    killed = path.parent / "backups" / ".today.partial-99999"  # of a backup killed earlier
+    (killed / "state").mkdir(parents=True)
     report = backup(path.parent, target)
     assert report.members == 1
     assert (target / "BACKUP.json").exists()
     assert sorted(p.name for p in target.iterdir()) == ["BACKUP.json", "state"]
+    assert sorted(p.name for p in (path.parent / "backups").iterdir()) == ["today"]
+    assert (target / "state" / "data.mdb").stat().st_mode & 0o777 == 0o600
 
 
 def test_permission_denied_is_not_called_damage(path: Path, monkeypatch: pytest.MonkeyPatch):

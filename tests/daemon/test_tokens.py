@@ -213,3 +213,21 @@ async def test_temporary_key_files_left_by_a_killed_writer_are_removed_at_start(
                 daemon.request_shutdown()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_a_state_store_that_cannot_be_written_at_start_is_a_one_line_refusal(monkeypatch):
+    # Zeroed pages inside data.mdb surface at the first write (MDB_CORRUPTED), which gave
+    # two tracebacks (durability re-review).
+    from nodenet.daemon.state import StateError, StateStore
+
+    async def corrupted(self: StateStore, incarnation: int) -> None:
+        raise StateError("state store x: mdb_put: MDB_CORRUPTED: Located page was wrong type")
+
+    monkeypatch.setattr(StateStore, "save_incarnation", corrupted)
+    root = short_tmpdir()
+    try:
+        message = await _start_fails(node_dir(root, "t"))
+        assert "MDB_CORRUPTED" in message
+        assert "restore the state directory" in message
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
