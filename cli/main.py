@@ -190,6 +190,18 @@ def init(
             )
         ring = token_ring
     elif ring is None:
+        if (directory / "state" / "data.mdb").exists() and not force:
+            # A node that already ran here belongs to a cluster: a new key would cut it off.
+            raise fail(
+                f"no keyring at {keyring_path}, but {directory} holds a node's state: get the"
+                " cluster's keyring (`nodenet token` on a member, then `nodenet init --token`"
+                " here) or restore it from a backup; --force makes a new cluster key anyway"
+            )
+        if keyring_path.is_symlink() and not force:
+            raise fail(
+                f"{keyring_path} is a symbolic link to a missing file; restore its target,"
+                " or remove the link (or pass --force) to write a new keyring there"
+            )
         ring = Keyring([ClusterKey.generate()])
 
     try:

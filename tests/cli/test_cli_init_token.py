@@ -263,3 +263,25 @@ def test_api_token_written_by_root_stays_owned_like_the_state_dir(tmp_path: Path
         owner = tokens.stat()
         assert (owner.st_uid, owner.st_gid) == (65534, 65534), args
         assert stat.S_IMODE(owner.st_mode) == 0o600
+
+
+def test_init_does_not_mint_a_new_cluster_key_beside_a_nodes_state(tmp_path: Path):
+    # The daemon refuses to start with a missing keyring beside its state and says to use
+    # `nodenet init`: init must not then cut the node off with a new random cluster key
+    # (durability re-review).
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "data.mdb").write_bytes(b"x")
+    args = ("--state-dir", str(tmp_path), "--config", str(tmp_path / "n.toml"))
+    code, _, err = _init(*args)
+    assert code == 1
+    assert "holds a node's state" in err
+    assert not (tmp_path / "keyring").exists()
+    (tmp_path / "keyring").symlink_to(tmp_path / "gone")
+    (tmp_path / "state" / "data.mdb").unlink()
+    code, _, err = _init(*args)
+    assert code == 1
+    assert "symbolic link to a missing file" in err
+    assert (tmp_path / "keyring").is_symlink()
+    code, out, _ = _init(*args, "--force")
+    assert code == 0, out
+    assert "with a new cluster key" in out
