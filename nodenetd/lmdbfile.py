@@ -45,6 +45,11 @@ def check_data_file(path: Path) -> None:
             head = f.read(2 * 65536)
     except FileNotFoundError:
         return
+    except PermissionError as exc:
+        raise DataFileError(
+            f"cannot read {file}: {exc.strerror}; run nodenetd as the user that owns it (for"
+            f" the packaged service: chown -R nodenet:nodenet {path.parent})"
+        ) from exc
     except OSError as exc:
         raise DataFileError(f"cannot read {file}: {exc.strerror}") from exc
     if size == 0:

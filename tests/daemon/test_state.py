@@ -549,3 +549,19 @@ def test_a_lock_file_that_cannot_be_opened_is_named_not_the_directory(path: Path
     (path / "nodenetd.lock").mkdir(parents=True)  # as root, the closest to "owned by root"
     with pytest.raises(StateError, match=r"cannot open .*nodenetd\.lock: .*run nodenetd as"):
         StateStore.open(path)
+
+
+def test_a_data_file_that_cannot_be_read_gets_the_chown_advice(path: Path, monkeypatch):
+    from nodenet.daemon import lmdbfile
+
+    StateStore.open(path).close()
+    real_open = open
+
+    def denied(file, *args, **kwargs):
+        if str(file).endswith("data.mdb"):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(lmdbfile, "open", denied, raising=False)
+    with pytest.raises(StateError, match=r"Permission denied; run nodenetd as the user"):
+        StateStore.open(path)
