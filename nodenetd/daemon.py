@@ -210,6 +210,7 @@ class Daemon:
         self.tokens = Tokens()
         self.metrics.attach_handlers(self.handlers)
         self.hub = EventHub(first_id=time.time_ns() // 1_000_000 * 1000)
+        self.metrics.attach_hub(self.hub)
         self.service: MembershipService | None = None
         self.replication: StoreService | None = None
         self.store: StateStore | None = None

@@ -99,6 +99,8 @@ class EventHub:
         self._subscriber_bytes = subscriber_bytes
         self._max_subscribers = max_subscribers
         self._last_id = first_id - 1
+        self.dropped = 0
+        """Subscribers cut off for falling behind (they reconnect and resume by id)."""
 
     @property
     def last_id(self) -> int:
@@ -136,6 +138,7 @@ class EventHub:
 
     def _drop(self, subscriber: Subscription) -> None:
         """Too slow: end its stream (the client reconnects and resumes by id)."""
+        self.dropped += 1
         self._subscribers.discard(subscriber)
         subscriber._send.close()
         subscriber.scope.cancel()  # it may be blocked sending to a client that reads nothing

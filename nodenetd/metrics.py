@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from nodenet.daemon.events import EventHub
 from nodenet.daemon.handlers import Handlers
 from nodenet.daemon.replication import StoreService
 from nodenet.daemon.service import MembershipService
@@ -254,6 +255,23 @@ class _HandlerCollector(Collector):
         yield runs
 
 
+class _HubCollector(Collector):
+    def __init__(self, hub: EventHub) -> None:
+        self._hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "nodenet_api_event_streams",
+            "Event streams (GET /v1/events) open now (at most 32).",
+            value=self._hub.subscribers,
+        )
+        yield CounterMetricFamily(
+            "nodenet_api_event_streams_dropped",
+            "Event streams ended because their client fell too far behind.",
+            value=self._hub.dropped,
+        )
+
+
 class Metrics:
     """The daemon's registry and the few metrics observed as they happen."""
 
@@ -277,6 +295,10 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )
+
+    def attach_hub(self, hub: EventHub) -> None:
+        """Export the event hub's stream counts."""
+        self.registry.register(_HubCollector(hub))
 
     def attach_handlers(self, handlers: Handlers) -> None:
         """Export handler run counts."""

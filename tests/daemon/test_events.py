@@ -92,3 +92,14 @@ async def test_a_client_that_stops_reading_is_disconnected_not_buffered_for(pair
         with trio.fail_after(10):  # the server ends the response: what we did not read, then EOF
             while await stream.receive_some(1 << 20):
                 pass
+    assert hub.dropped == 1
+
+
+async def test_streams_and_dropped_streams_are_exported(pair):
+    a, _ = pair
+    hub = a.daemon.hub
+    async with hub.subscribe():
+        text = (await a.http.get("/metrics")).text
+        assert "nodenet_api_event_streams 1.0" in text
+    hub.dropped = 2
+    assert "nodenet_api_event_streams_dropped_total 2.0" in (await a.http.get("/metrics")).text
