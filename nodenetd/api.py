@@ -38,7 +38,7 @@ from nodenet.daemon.patterns import (
     compile_pattern,
     forget_patterns,
 )
-from nodenet.daemon.tokens import Role, Tokens, required_role
+from nodenet.daemon.tokens import OPEN_PATHS, Role, Tokens, required_role
 
 __all__ = ["ApiError", "DaemonApi", "EntryWrite", "create_app"]
 
@@ -249,6 +249,33 @@ def _matches(
     return all(k in peer["tags"] and pattern.fullmatch(peer["tags"][k]) for k, pattern in tags)
 
 
+def _without_body(receive: _Receive) -> _Receive:
+    """`receive` for the application that reports an empty body (the client's, if any, is
+    never read), then passes on what follows (a disconnect)."""
+    given = False
+
+    async def body_or_next() -> Any:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return await receive()
+
+    return body_or_next
+
+
+def _closing(send: _Send) -> _Send:
+    """`send` that asks the server to close the connection after this response."""
+
+    async def send_and_close(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            headers = [h for h in message.get("headers", []) if h[0].lower() != b"connection"]
+            message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return send_and_close
+
+
 def _check_path_key(request: Request) -> None:
     """Refuse a key in the path whose percent-escapes are not UTF-8: decoding replaced them
     with U+FFFD, and DELETE /v1/entries/%ff deleted the key "\ufffd"."""
@@ -285,12 +312,21 @@ class _BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
         limit = self.entry_limit if scope["path"].startswith("/v1/entries") else self.limit
-        if scope.get("method") not in ("POST", "PUT", "PATCH"):
-            # No endpoint reads a body here; GET /health and /metrics are open on TCP, and a
-            # client without a token must not make us hold 64 KiB per connection.
+        if scope.get("method") not in ("POST", "PUT", "PATCH") or scope["path"] in OPEN_PATHS:
+            # No endpoint here takes a body. One announced is never read (/health and
+            # /metrics are open on TCP: a client without a token must not make us hold
+            # 64 KiB per connection): the application answers as ever (200, or 405 for a
+            # method it does not take) and the connection closes after the answer. The
+            # empty body of every other such request is still read below: hypercorn
+            # recycles a connection promptly only once the request was received whole.
+            chunked = b"chunked" in headers.get(b"transfer-encoding", b"")
+            if declared not in (None, b"0") or chunked:
+                await self.app(scope, _without_body(receive), _closing(send))
+                return
             limit = 0
-        declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             response = _error(413, "too_large", f"request body over {limit} bytes")
             await response(scope, receive, send)

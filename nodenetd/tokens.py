@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-__all__ = ["Role", "Token", "TokenError", "Tokens", "required_role"]
+__all__ = ["OPEN_PATHS", "Role", "Token", "TokenError", "Tokens", "required_role"]
 
 OPEN_PATHS = ("/metrics", "/health")
 
