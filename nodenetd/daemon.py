@@ -522,8 +522,8 @@ class Daemon:
             hconfig.bind.append(str(c.api.tcp))
         hconfig.accesslog = None
         hconfig.errorlog = logging.getLogger("nodenet.api")
-        if _HYPERCORN_BANNER not in hconfig.errorlog.filters:
-            hconfig.errorlog.addFilter(_HYPERCORN_BANNER)
+        if _not_hypercorn_banner not in hconfig.errorlog.filters:
+            hconfig.errorlog.addFilter(_not_hypercorn_banner)
         hconfig.graceful_timeout = 2.0
         hconfig.keep_alive_timeout = 30.0
         app = wrap(create_app(self), lambda: self.tokens)
@@ -910,9 +910,6 @@ def _not_hypercorn_banner(record: logging.LogRecord) -> bool:
     # "Running on http://… (CTRL + C to quit)": a terminal program's banner, wrong under
     # systemd; the daemon logs its own line saying where the API listens.
     return not str(record.msg).startswith("Running on ")
-
-
-_HYPERCORN_BANNER = _not_hypercorn_banner
 
 
 def _rfc3339(timestamp: float) -> str:

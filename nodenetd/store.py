@@ -379,13 +379,18 @@ def _ingest(
     return outcomes, int(txn.stat(dbs["entries"])["entries"])
 
 
+def _damaged(txn: lmdb.Transaction[bytes], dbs: Dbs, item: bytes) -> bool:
+    """Whether the entry stored under `item` no longer hashes to its id (False if gone)."""
+    value = txn.get(item, db=dbs["entries"])
+    return value is not None and entry_id(value) != item[8:]
+
+
 def _forget_items(
     txn: lmdb.Transaction[bytes], dbs: Dbs, items: Sequence[bytes]
 ) -> tuple[int, int]:
     changes: list[tuple[bytes, int]] = []
     for item in items:
-        value = txn.get(item, db=dbs["entries"])
-        if value is None or entry_id(value) == item[8:]:
+        if not _damaged(txn, dbs, item):
             continue  # gone meanwhile, or not damaged after all
         txn.delete(item, db=dbs["entries"])
         txn.delete(item, db=dbs["tombstones"])
@@ -396,23 +401,14 @@ def _forget_items(
 
 
 def _forget_damaged(txn: lmdb.Transaction[bytes], dbs: Dbs, keys: Sequence[str]) -> tuple[int, int]:
-    changes: list[tuple[bytes, int]] = []
+    """`_forget_items` for the heads of `keys`, the heads removed as well."""
+    items = []
     for key in keys:
-        encoded_key = key.encode("utf-8")
-        raw = txn.get(encoded_key, db=dbs["heads"])
-        if raw is None:
-            continue
-        head = Head.parse(raw)
-        value = txn.get(head.item, db=dbs["entries"])
-        if value is None or entry_id(value) == head.id:
-            continue  # replaced meanwhile, or not damaged after all
-        txn.delete(encoded_key, db=dbs["heads"])
-        txn.delete(head.item, db=dbs["entries"])
-        txn.delete(head.item, db=dbs["tombstones"])
-        txn.delete(head.id, db=dbs["ids"])
-        changes.append((head.item, -1))
-    _summary_changes(txn, dbs, changes)
-    return len(changes), int(txn.stat(dbs["entries"])["entries"])
+        raw = txn.get(key.encode("utf-8"), db=dbs["heads"])
+        if raw is not None and _damaged(txn, dbs, item := Head.parse(raw).item):
+            txn.delete(key.encode("utf-8"), db=dbs["heads"])
+            items.append(item)
+    return _forget_items(txn, dbs, items)
 
 
 def _collect(txn: lmdb.Transaction[bytes], dbs: Dbs, horizon: bytes, limit: int) -> tuple[int, int]:
